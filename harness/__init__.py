@@ -1,0 +1,1 @@
+"""fifolab's harness: boots the lab over QMP, runs guest commands, watches the kernel log."""

@@ -1,0 +1,173 @@
+"""``fifolab``: the user's commands.
+
+    fifolab check                       build what is missing, boot, run the end-to-end checks
+    fifolab exec [--put H[:G]]... -- CMD  boot, copy files in, run CMD, exit with its status
+    fifolab shell                       interactive guest shell with the driver loaded
+    fifolab build                       build the guest image only
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+
+from images import build as images
+from .checks import CHECKS
+from .kmsg import KernelLogError
+from .lab import Lab, LabConfig, LabError
+
+
+def _config(args: argparse.Namespace, **over) -> LabConfig:
+    cfg = LabConfig(devices=args.devices, memory_mb=args.memory, accel=args.accel,
+                    fifo_depth=args.fifo_depth, model_debug=args.model_debug)
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    img = images.build()
+    print(f"kernel   {img.kernel.abi} ({img.kernel.version})  {img.vmlinux}")
+    print(f"driver   {img.driver}")
+    print(f"initrd   {img.initrd}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    t0 = time.monotonic()
+    image = images.build()
+    build_s = time.monotonic() - t0
+    devices = max(args.devices, max(c.devices for c in CHECKS))
+    rows = []
+    with Lab(_config(args, devices=devices), image) as lab:
+        print(f"booted: {lab.boot_seconds:.2f} s to ready (QEMU start to guest agent "
+              f"answering, driver loaded)", flush=True)
+        for check in CHECKS:
+            if args.filter and args.filter not in check.name:
+                continue
+            t = time.monotonic()
+            try:
+                res = lab.exec(check.cmd, timeout=args.timeout)
+                ok = res.returncode == 0 and (check.expect is None or check.expect in res.stdout)
+                detail = "" if ok else (f"exit {res.returncode}\n{res.stdout}{res.stderr}")
+            except KernelLogError as err:
+                ok, detail = False, str(err)
+            except LabError as err:
+                ok, detail = False, str(err)
+            dt = time.monotonic() - t
+            rows.append((check.name, ok, dt))
+            print(f"  {'PASS' if ok else 'FAIL'}  {dt:6.2f} s  {check.name}", flush=True)
+            if detail:
+                print("        " + detail.replace("\n", "\n        "))
+            if not lab_usable(lab):
+                break
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"{'check':<{width}}  result  time")
+    print(f"{'-' * width}  ------  ------")
+    for name, ok, dt in rows:
+        print(f"{name:<{width}}  {'pass' if ok else 'FAIL':<6}  {dt:5.2f}s")
+    failed = sum(not ok for _, ok, _ in rows)
+    print(f"\nboot-to-ready {lab.boot_seconds:.2f} s, image build {build_s:.2f} s")
+    print(f"{len(rows) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def lab_usable(lab: Lab) -> bool:
+    try:
+        lab.check_alive()
+        return True
+    except LabError as err:
+        print(f"  lab is gone: {err}")
+        return False
+
+
+def _parse_put(spec: str) -> tuple[str, str | None]:
+    host, sep, guest = spec.partition(":")
+    return host, (guest if sep else None)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
+    if not cmd:
+        print("fifolab exec: no command given. Usage: fifolab exec [--put FILE] -- CMD [ARG...]",
+              file=sys.stderr)
+        return 2
+    puts = [_parse_put(p) for p in args.put]
+    with Lab(_config(args)) as lab:
+        for host, guest in puts:
+            lab.put(host, guest)
+        res = lab.exec(cmd if len(cmd) > 1 else cmd[0], timeout=args.timeout)
+    sys.stdout.write(res.stdout)
+    sys.stderr.write(res.stderr)
+    return res.returncode
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    print("fifolab shell: booting; leave with `poweroff -f` or Ctrl-a x", file=sys.stderr)
+    with Lab(_config(args, shell=True)) as lab:
+        return lab.wait_exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fifolab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the harness does")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def lab_opts(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--devices", type=int, default=1, help="fifolab devices (default 1)")
+        sp.add_argument("--memory", type=int, default=512, help="guest RAM in MiB")
+        sp.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
+                        help="tcg (default; KVM hangs in early boot on some hosts)")
+        sp.add_argument("--fifo-depth", type=int, default=65536, help="FIFO depth in bytes")
+        sp.add_argument("--model-debug", action="store_true",
+                        help="device model logs doorbells, descriptors and interrupts")
+        sp.add_argument("--timeout", type=float, default=300, help="per command, seconds")
+
+    sp = sub.add_parser("check", help="boot and run the end-to-end checks")
+    lab_opts(sp)
+    sp.add_argument("-k", dest="filter", help="only checks whose name contains this")
+    sp.set_defaults(func=cmd_check)
+
+    sp = sub.add_parser("exec", help="run a command in a fresh guest")
+    lab_opts(sp)
+    sp.add_argument("--put", action="append", default=[], metavar="HOST_FILE[:GUEST_PATH]",
+                    help="copy a file in first (default guest path /tmp/<basename>)")
+    sp.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    sp.set_defaults(func=cmd_exec)
+
+    sp = sub.add_parser("shell", help="interactive guest shell")
+    lab_opts(sp)
+    sp.set_defaults(func=cmd_shell)
+
+    sp = sub.add_parser("build", help="build the guest image")
+    sp.set_defaults(func=cmd_build)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(name)s: %(message)s")
+    logging.getLogger("qemu").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    # SIGTERM unwinds like Ctrl-C, so every `with Lab` cleans up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return args.func(args)
+    except images.MissingPrerequisite as err:
+        print(f"fifolab: {err}", file=sys.stderr)
+        return 3
+    except (images.BuildError, LabError, KernelLogError) as err:
+        print(f"fifolab: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fifolab: interrupted; everything it started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""One lab: a QEMU VM with fifolab devices, their device model, and a command channel.
+
+Lifecycle (a context manager; ``close()`` frees everything, also after a failed start)::
+
+    Lab(config).start()
+      _pre_launch   build the image, make the run directory and the shared guest RAM file,
+                    start the device model and wait for its READY
+      _launch       start qemu-system-x86_64, connect to its QMP monitor (qemu.qmp),
+                    unlink the RAM file (both processes hold it now)
+      _post_launch  connect to qemu-ga in the guest and wait until it answers (boot-to-ready)
+    lab.exec(...), lab.put(...), lab.qmp(...)
+    lab.close()     quit QEMU (kill if needed), stop the model, remove the run directory
+
+Children get PR_SET_PDEATHSIG so that even a SIGKILLed harness leaves no QEMU or model behind;
+the RAM file in /dev/shm is unlinked as soon as QEMU has opened it.
+
+The guest command channel is qemu-guest-agent on a virtio-serial port: ``guest-exec`` with
+captured output, ``guest-file-*`` to copy files in.  qemu.qmp's QMPClient talks to it with the
+greeting and negotiation off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import ctypes
+import dataclasses
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from images import build as images
+from .kmsg import KernelLogWatcher
+
+log = logging.getLogger("fifolab.lab")
+# guest-sync retries leave replies nobody waits for; qemu.qmp drops them, noisily.
+logging.getLogger("qemu.qmp.protocol.fifolab-qga").setLevel(logging.ERROR)
+
+QEMU = "qemu-system-x86_64"
+PR_SET_PDEATHSIG = 1
+
+
+class LabError(RuntimeError):
+    """The lab could not do what was asked; the message says why and what to look at."""
+
+
+class GuestTimeout(LabError):
+    pass
+
+
+@dataclasses.dataclass
+class LabConfig:
+    devices: int = 1
+    memory_mb: int = 512
+    smp: int = 2
+    accel: str = "tcg"
+    fifo_depth: int = 65536
+    load_driver: bool = True
+    shell: bool = False               # interactive console on this terminal
+    boot_timeout: float = 120.0
+    model_debug: bool = False
+    append: str = ""
+
+
+@dataclasses.dataclass
+class ExecResult:
+    cmd: str
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    def check(self) -> "ExecResult":
+        if self.returncode != 0:
+            raise LabError(f"guest command failed (exit {self.returncode}): {self.cmd}\n"
+                           f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
+        return self
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def qemu_command(cfg: LabConfig, image: images.Image, run: Path, ram: Path,
+                 model_sockets: list[Path]) -> list[str]:
+    """The QEMU command line of a lab (q35, PVH boot, shared RAM, ivshmem on root ports)."""
+    append = "console=ttyS0 quiet panic=-1 i8042.nokbd i8042.noaux"
+    if not cfg.load_driver:
+        append += " fifolab.noload"
+    if cfg.shell:
+        append += " fifolab.shell"
+    if cfg.append:
+        append += " " + cfg.append
+    mem = f"{cfg.memory_mb}M"
+    cmd = [
+        QEMU, "-machine", f"q35,accel={cfg.accel},memory-backend=ram0",
+        "-m", mem, "-smp", str(cfg.smp),
+        "-object", f"memory-backend-file,id=ram0,size={mem},mem-path={ram},share=on",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-kernel", str(image.vmlinux), "-initrd", str(image.initrd), "-append", append,
+        "-chardev", f"socket,id=qmp,path={run / 'qmp.sock'},server=on,wait=off",
+        "-mon", "chardev=qmp,mode=control",
+        "-device", "virtio-serial-pci,id=vser0",
+        "-chardev", f"socket,id=qga,path={run / 'qga.sock'},server=on,wait=off",
+        "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
+    ]
+    if cfg.shell:
+        cmd += ["-chardev", f"stdio,id=con,mux=on,signal=off,logfile={run / 'console.log'}",
+                "-serial", "chardev:con", "-mon", "chardev=con,mode=readline"]
+    else:
+        cmd += ["-chardev", f"file,id=con,path={run / 'console.log'}", "-serial", "chardev:con"]
+    for i, sock in enumerate(model_sockets):
+        cmd += ["-device", f"pcie-root-port,id=rp{i},chassis={i + 1},slot=0",
+                "-chardev", f"socket,id=ivsh{i},path={sock}",
+                "-device", f"ivshmem-doorbell,id=fifolab{i},chardev=ivsh{i},"
+                           f"vectors=2,bus=rp{i}"]
+    return cmd
+
+
+class Lab:
+    """A running VM with the fifolab device(s); see the module docstring."""
+
+    def __init__(self, config: LabConfig | None = None, image: images.Image | None = None):
+        self.cfg = config or LabConfig()
+        self.image = image
+        self.run_dir: Path | None = None
+        self.ram_path: Path | None = None
+        self.model: subprocess.Popen | None = None
+        self.qemu: subprocess.Popen | None = None
+        self.boot_seconds: float | None = None
+        self.kmsg: KernelLogWatcher | None = None
+        self._qmp: QMPClient | None = None
+        self._qga: QMPClient | None = None
+        self._loop = asyncio.new_event_loop()
+        self._closed = False
+        self._expect_exit = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> "Lab":
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def start(self) -> "Lab":
+        self._pre_launch()
+        self._launch()
+        self._post_launch()
+        return self
+
+    def _pre_launch(self) -> None:
+        if self.image is None:
+            self.image = images.build()
+        self.run_dir = Path(tempfile.mkdtemp(prefix="fifolab-"))
+        self.kmsg = KernelLogWatcher(self.run_dir / "console.log")
+        self.ram_path = Path(f"/dev/shm/fifolab-{os.getpid()}-{secrets.token_hex(4)}.ram")
+        with open(self.ram_path, "wb") as f:
+            f.truncate(self.cfg.memory_mb << 20)
+        sockets = [self.run_dir / f"model{i}.sock" for i in range(self.cfg.devices)]
+        cmd = [sys.executable, "-m", "device", "--ram-path", str(self.ram_path),
+               "--ram-size", str(self.cfg.memory_mb << 20),
+               "--fifo-depth", str(self.cfg.fifo_depth),
+               "--log", str(self.run_dir / "model.log")]
+        if self.cfg.model_debug:
+            cmd.append("--debug")
+        for s in sockets:
+            cmd += ["--socket", str(s)]
+        self.model = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, cwd=images.REPO,
+                                      start_new_session=True, preexec_fn=_die_with_parent)
+        self._wait_model_ready()
+        self._model_sockets = sockets
+
+    def _wait_model_ready(self, timeout: float = 20.0) -> None:
+        assert self.model and self.model.stdout
+        os.set_blocking(self.model.stdout.fileno(), False)
+        deadline = time.monotonic() + timeout
+        buf = b""
+        while time.monotonic() < deadline:
+            chunk = self.model.stdout.read()
+            if chunk:
+                buf += chunk
+                if b"READY" in buf:
+                    return
+            if self.model.poll() is not None:
+                raise LabError(f"the device model exited (status {self.model.returncode}) "
+                               f"before it was ready:\n{buf.decode(errors='replace')}"
+                               f"{self._model_log_tail()}")
+            time.sleep(0.02)
+        raise LabError(f"the device model was not ready within {timeout:.0f} s:\n"
+                       f"{buf.decode(errors='replace')}{self._model_log_tail()}")
+
+    def _launch(self) -> None:
+        assert self.image and self.run_dir and self.ram_path
+        cmd = qemu_command(self.cfg, self.image, self.run_dir, self.ram_path,
+                           self._model_sockets)
+        self.qemu_cmdline = cmd
+        log.debug("qemu: %s", shlex.join(cmd))
+        self._t_launch = time.monotonic()
+        if self.cfg.shell:
+            self.qemu = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+        else:
+            qlog = open(self.run_dir / "qemu.log", "wb")
+            self.qemu = subprocess.Popen(cmd, stdout=qlog, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+            qlog.close()
+        self._run(self._connect_qmp())
+        # QEMU has mapped the RAM file and the model too: nothing needs its name any more.
+        self.ram_path.unlink(missing_ok=True)
+
+    def _post_launch(self) -> None:
+        self._run(self._connect_qga())
+        self.boot_seconds = time.monotonic() - self._t_launch
+        self.check_alive()
+        self.kmsg.check()
+
+    def close(self) -> None:
+        """Stop QEMU and the model and remove every file of the run; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._run(self._disconnect(), timeout=5)
+        for proc in (self.qemu, self.model):
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for proc in (self.qemu, self.model):
+            if proc is not None and proc.stdout:
+                proc.stdout.close()
+        if self.ram_path:
+            self.ram_path.unlink(missing_ok=True)
+        if self.run_dir and self.run_dir.exists():
+            keep = os.environ.get("FIFOLAB_KEEP_LOGS")
+            if keep:
+                dest = Path(keep) / self.run_dir.name
+                shutil.copytree(self.run_dir, dest, ignore=shutil.ignore_patterns("*.sock"))
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        self._loop.close()
+
+    # ------------------------------------------------------------ async plumbing
+
+    def _run(self, coro, timeout: float | None = None):
+        if timeout is not None:
+            coro = asyncio.wait_for(coro, timeout)
+        return self._loop.run_until_complete(coro)
+
+    async def _connect_qmp(self) -> None:
+        sock = self.run_dir / "qmp.sock"
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            self._check_qemu_alive("while starting")
+            if time.monotonic() > deadline:
+                raise LabError("QEMU did not open its QMP socket within 30 s" + self._qemu_log())
+            await asyncio.sleep(0.01)
+        self._qmp = QMPClient("fifolab-qemu")
+        await self._qmp.connect(str(sock))
+
+    async def _connect_qga(self) -> None:
+        self._qga = QMPClient("fifolab-qga")
+        self._qga.await_greeting = False
+        self._qga.negotiate = False
+        await self._qga.connect(str(self.run_dir / "qga.sock"))
+        deadline = time.monotonic() + self.cfg.boot_timeout
+        token = 0
+        while True:
+            self.check_alive()
+            found = self.kmsg.poll()
+            if found:
+                from .kmsg import KernelLogError
+                raise KernelLogError(found)
+            if time.monotonic() > deadline:
+                raise GuestTimeout(f"the guest agent did not answer within "
+                                   f"{self.cfg.boot_timeout:.0f} s of boot. Console:\n"
+                                   f"{self.kmsg.tail()}")
+            token += 1
+            try:
+                got = await asyncio.wait_for(self._qga.execute("guest-sync", {"id": token}),
+                                             0.5)
+            except asyncio.TimeoutError:
+                continue
+            if got == token:
+                return
+
+    async def _disconnect(self) -> None:
+        if self._qga is not None:
+            await self._qga.disconnect()
+        if self._qmp is not None:
+            if self.qemu and self.qemu.poll() is None:
+                self._expect_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._qmp.execute("quit"), 2)
+            await self._qmp.disconnect()
+        if self.qemu is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.qemu.wait(3)
+
+    # ------------------------------------------------------------ health
+
+    def _model_log_tail(self, n: int = 30) -> str:
+        try:
+            lines = (self.run_dir / "model.log").read_text(errors="replace").splitlines()
+        except (OSError, TypeError):
+            return ""
+        return "\n--- device model log (last lines)\n" + "\n".join(lines[-n:])
+
+    def _qemu_log(self) -> str:
+        try:
+            text = (self.run_dir / "qemu.log").read_text(errors="replace")
+        except (OSError, TypeError):
+            return ""
+        return f"\n--- QEMU output\n{text}\n--- command line\n{shlex.join(self.qemu_cmdline)}"
+
+    def _check_qemu_alive(self, when: str) -> None:
+        if self.qemu is not None and self.qemu.poll() is not None and not self._expect_exit:
+            raise LabError(f"QEMU exited (status {self.qemu.returncode}) {when}."
+                           f"{self._qemu_log()}\n--- console\n"
+                           f"{self.kmsg.tail() if self.kmsg else ''}")
+
+    def check_alive(self) -> None:
+        """Raise if QEMU or the device model died (QEMU cannot reconnect to a new model)."""
+        self._check_qemu_alive("unexpectedly")
+        if self.model is not None and self.model.poll() is not None:
+            raise LabError(f"the device model died (status {self.model.returncode}); the "
+                           f"device is gone until the VM restarts.{self._model_log_tail()}")
+
+    # ------------------------------------------------------------ guest commands
+
+    def exec(self, cmd: str | list[str], timeout: float = 120.0, input: bytes | None = None,
+             check_log: bool = True) -> ExecResult:
+        """Run a shell command in the guest; returns its status and output."""
+        text = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        result = self._run(self._exec(text, timeout, input))
+        if check_log:
+            self.kmsg.check()
+        return result
+
+    async def _exec(self, cmd: str, timeout: float, input: bytes | None) -> ExecResult:
+        args: dict[str, Any] = {"path": "/bin/sh", "arg": ["-c", cmd], "capture-output": True}
+        if input is not None:
+            args["input-data"] = base64.b64encode(input).decode()
+        t0 = time.monotonic()
+        pid = (await self._qga.execute("guest-exec", args))["pid"]
+        delay = 0.005
+        while True:
+            st = await self._qga.execute("guest-exec-status", {"pid": pid})
+            if st.get("exited"):
+                break
+            self.check_alive()
+            if time.monotonic() - t0 > timeout:
+                with contextlib.suppress(Exception):
+                    await self._qga.execute("guest-exec", {
+                        "path": "/bin/kill", "arg": ["-9", str(pid)]})
+                raise GuestTimeout(f"guest command did not finish in {timeout:.0f} s: {cmd}\n"
+                                   f"--- console (last lines)\n{self.kmsg.tail()}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        out = base64.b64decode(st.get("out-data", "")).decode(errors="replace")
+        err = base64.b64decode(st.get("err-data", "")).decode(errors="replace")
+        rc = st.get("exitcode")
+        if rc is None:
+            rc = 128 + st.get("signal", 0)
+        return ExecResult(cmd, rc, out, err, time.monotonic() - t0)
+
+    def put(self, host: str | Path, guest: str | None = None) -> str:
+        """Copy a host file into the guest (default /tmp/<basename>), keeping its mode."""
+        host = Path(host)
+        if not host.is_file():
+            raise LabError(f"--put: {host} is not a file")
+        guest = guest or f"/tmp/{host.name}"
+        self._run(self._put(host.read_bytes(), guest))
+        mode = host.stat().st_mode & 0o7777
+        self.exec(f"chmod {mode:o} {shlex.quote(guest)}").check()
+        return guest
+
+    async def _put(self, data: bytes, guest: str) -> None:
+        d = os.path.dirname(guest)
+        if d:
+            await self._exec(f"mkdir -p {shlex.quote(d)}", 30, None)
+        handle = await self._qga.execute("guest-file-open", {"path": guest, "mode": "w"})
+        try:
+            chunk = 1 << 20
+            for off in range(0, len(data), chunk):
+                await self._qga.execute("guest-file-write", {
+                    "handle": handle,
+                    "buf-b64": base64.b64encode(data[off:off + chunk]).decode()})
+        finally:
+            await self._qga.execute("guest-file-close", {"handle": handle})
+
+    # ------------------------------------------------------------ QEMU's monitor
+
+    def qmp(self, cmd: str, args: dict | None = None) -> Any:
+        """Execute a command on QEMU's QMP monitor."""
+        return self._run(self._qmp.execute(cmd, args))
+
+    def wait_exit(self) -> int:
+        """Wait until QEMU exits by itself (the interactive shell); returns its status."""
+        assert self.qemu
+        self._expect_exit = True
+        return self.qemu.wait()

@@ -1,0 +1,80 @@
+"""The harness itself, in real VMs: its CLI, its kernel-log oracle, its cleanup."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.kmsg import KernelLogError
+from harness.lab import Lab, LabConfig, LabError
+
+pytestmark = pytest.mark.vm
+REPO = Path(__file__).resolve().parents[1]
+
+
+def leftovers() -> set[str]:
+    """Processes, /dev/shm files and run directories a lab could leave behind."""
+    out = subprocess.run(["pgrep", "-a", "-f", r"qemu-system|python[0-9.]* -m device"],
+                         capture_output=True, text=True).stdout
+    procs = {f"proc {ln}" for ln in out.splitlines() if "pgrep" not in ln}
+    shm = {f"shm {p.name}" for p in Path("/dev/shm").glob("fifolab*")}
+    runs = {f"dir {p}" for p in Path("/tmp").glob("fifolab-*")}
+    return procs | shm | runs
+
+
+def fifolab(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_exec_hello_and_nothing_left():
+    before = leftovers()
+    res = fifolab("exec", "--", "sh", "-c",
+                  "printf hello > /dev/fifolab0 && dd if=/dev/fifolab0 bs=5 count=1 2>/dev/null")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == "hello"
+    assert leftovers() - before == set()
+
+
+def test_exec_propagates_exit_status():
+    res = fifolab("exec", "--", "sh", "-c", "echo to-stderr >&2; exit 3")
+    assert res.returncode == 3
+    assert "to-stderr" in res.stderr
+
+
+def test_interrupted_run_leaves_nothing():
+    before = leftovers()
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "exec", "--", "sleep", "600"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Wait until the VM is up (QEMU running), then Ctrl-C the harness.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if any("qemu-system" in x for x in leftovers() - before):
+            break
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    time.sleep(0.5)
+    assert leftovers() - before == set()
+
+
+def test_kernel_warning_fails_the_run():
+    with Lab(LabConfig()) as lab:
+        lab.exec("true").check()
+        with pytest.raises(KernelLogError) as err:
+            lab.exec("echo 'WARNING: CPU: 0 PID: 1 at fake.c:1 injected' > /dev/kmsg; sleep 0.5")
+        assert "injected" in str(err.value)
+
+
+def test_dead_model_is_noticed():
+    with Lab(LabConfig()) as lab:
+        lab.model.kill()
+        lab.model.wait()
+        with pytest.raises(LabError, match="device model died"):
+            lab.exec("true")
