@@ -78,3 +78,44 @@ def test_dead_model_is_noticed():
         lab.model.wait()
         with pytest.raises(LabError, match="device model died"):
             lab.exec("true")
+
+
+def test_shell_is_interactive():
+    """`fifolab shell` on a terminal: a prompt, the driver's node, poweroff ends it."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(REPO)
+        os.execv(sys.executable, [sys.executable, "-m", "harness", "shell"])
+    out = b""
+
+    def read_until(token: bytes, timeout: float) -> bool:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return token in out
+            if token in out:
+                return True
+        return False
+
+    try:
+        assert read_until(b"fifolab guest shell", 120), out.decode(errors="replace")
+        time.sleep(0.5)
+        os.write(fd, b"echo node=$(ls /dev/fifolab0)\n")
+        assert read_until(b"node=/dev/fifolab0", 30), out.decode(errors="replace")
+        os.write(fd, b"poweroff -f\n")
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)

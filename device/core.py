@@ -1,0 +1,451 @@
+"""The FIFO peripheral's behaviour: registers, queues, FIFO, DMA and interrupt rules.
+
+This module never touches a socket or a file descriptor.  It sees:
+
+* ``bar2`` -- a writable buffer of :data:`regs.BAR2_SIZE` bytes (the ivshmem shared memory in
+  production, a ``bytearray`` in tests) holding the register block and the two queues;
+* ``mem`` -- a :class:`~device.guestmem.GuestMemory` for DMA;
+* ``raise_vector(v)`` -- a callable that sends MSI-X vector ``v`` to the guest.
+
+The transport calls :meth:`FifoDevice.doorbell` whenever the guest rings.  Everything in BAR2
+is written by an untrusted guest: a malformed index, chain, length or address becomes an error
+status in a used entry, never an exception out of :meth:`~FifoDevice.doorbell`.
+
+BAR2 (see ``docs/datasheet.md`` and ``device/regs.py``)::
+
+    0x00000  register block      MAGIC .. STAT_COMPLETIONS, AVAIL_IDX[q]/USED_IDX[q] @ 0x100+16q
+    0x10000  queue 0 (TX)        +0x0000 desc[1024] | +0x4000 avail u16[1024] | +0x8000 used[1024]
+    0x20000  queue 1 (RX)        same layout
+
+    descriptor (16 B)                     used entry (16 B)
+    +0  u64 addr   guest-physical         +0  u32 id      head index
+    +8  u32 len    > 0                    +4  u32 len     bytes moved
+    +12 u16 flags  NEXT|NOWAIT|CANCEL     +8  u32 status  OK|DMA_ERROR|BAD_DESC|CANCELLED
+    +14 u16 next                          +12 u32 reserved
+
+One doorbell, in order::
+
+    count it (STAT_DOORBELLS)
+    CONTROL:  RESET set  -> reset (drop requests, empty FIFO, USED_IDX=0, RESET_DONE, raise RESET)
+              ENABLE set -> READY            ENABLE clear -> stop, clear READY
+    if enabled:
+      fetch    new heads from each avail ring; validate each chain; bad ones complete at once
+               with an error status, good ones join the queue's pending list (in order)
+      cancel   re-read every pending head's flags; CANCEL -> complete CANCELLED, len = moved
+      pump     until nothing moves: TX head fills the FIFO, completes when all its bytes are in;
+               RX head completes as soon as the FIFO holds a byte, taking min(level, len)
+      nowait   a NOWAIT request still pending completes now with what it moved (maybe 0)
+    publish  RX_LEVEL, TX_SPACE, STATUS, counters
+    raise    causes collected on the way (DATA_AVAIL if RX_LEVEL ends higher than it was after
+             CONTROL was handled, SPACE_AVAIL likewise for TX_SPACE), per the
+             INT_RAISED/INT_ACKED/INT_ENABLE rule
+
+A NOWAIT request behind a waiting one on the same queue completes at the doorbell that sees it,
+ahead of the waiting one, with ``len = 0`` -- "now" wins over "in order".  (Behind a waiting TX
+the FIFO is full; behind a waiting RX it is empty: the data outcome is the one in-order service
+would give.)
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from . import regs
+from .errors import DmaRangeError
+from .fifo import DEFAULT_DEPTH, ByteFifo
+from .guestmem import GuestMemory
+
+__all__ = ["FifoDevice", "FEATURES"]
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_DESC = struct.Struct("<QIHH")        # addr, len, flags, next
+_USED = struct.Struct("<IIII")        # id, len, status, reserved
+U32_MASK = 0xFFFF_FFFF
+U64_MASK = 0xFFFF_FFFF_FFFF_FFFF
+
+FEATURES = regs.FEAT_LOOPBACK | regs.FEAT_NOWAIT | regs.FEAT_CANCEL
+QUEUES = (regs.QUEUE_TX, regs.QUEUE_RX)
+
+# error code -> used-entry status (datasheet section 5)
+_STATUS_OF_ERR = {
+    regs.ERR_DMA_RANGE: regs.ST_DMA_ERROR,
+    regs.ERR_DESC_INDEX: regs.ST_BAD_DESC,
+    regs.ERR_DESC_CHAIN: regs.ST_BAD_DESC,
+    regs.ERR_DESC_LEN: regs.ST_BAD_DESC,
+}
+# queue -> cause raised when it gets used entries
+_DONE_CAUSE = {regs.QUEUE_TX: regs.INT_TX_DONE, regs.QUEUE_RX: regs.INT_RX_DONE}
+_QUEUE_NAME = {regs.QUEUE_TX: "TX", regs.QUEUE_RX: "RX"}
+_STATS = (regs.REG_STAT_TX_BYTES, regs.REG_STAT_RX_BYTES, regs.REG_STAT_IRQS,
+          regs.REG_STAT_DOORBELLS, regs.REG_STAT_COMPLETIONS)
+
+
+class _ChainError(Exception):
+    """A request failed validation: ERR_* code and the address (or index) to report."""
+
+    def __init__(self, code: int, addr: int) -> None:
+        super().__init__(code, addr)
+        self.code = code
+        self.addr = addr
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    """A validated request the device holds until its used entry is written."""
+
+    queue: int
+    head: int
+    segs: list          # memoryviews of guest RAM, in chain order
+    total: int          # sum of segment lengths
+    nowait: bool
+    moved: int = 0      # bytes moved so far (TX only ever partially)
+    seg: int = 0        # TX: segment being copied
+    off: int = 0        # TX: bytes of segs[seg] already copied
+
+
+class FifoDevice:
+    """One FIFO peripheral.  See the module docstring for what a doorbell does."""
+
+    def __init__(self, bar2, mem: GuestMemory, fifo_depth: int = DEFAULT_DEPTH,
+                 peer_id: int = 0, raise_vector: Callable[[int], None] | None = None,
+                 logger: logging.Logger | None = None) -> None:
+        if len(bar2) < regs.BAR2_SIZE:
+            raise ValueError(f"BAR2 buffer has {len(bar2)} bytes, needs {regs.BAR2_SIZE}")
+        if not 0 < fifo_depth <= U32_MASK:
+            raise ValueError(f"FIFO depth {fifo_depth} does not fit the FIFO_DEPTH register")
+        self._bar2 = bar2
+        self._mem = mem
+        self._fifo = ByteFifo(fifo_depth)
+        self.peer_id = peer_id
+        self._raise_vector = raise_vector or (lambda v: None)
+        self.log = logger or logging.getLogger("fifolab.device")
+        self._pumps = {regs.QUEUE_TX: self._pump_tx, regs.QUEUE_RX: self._pump_rx}
+        self._clear_state()
+
+    # ---- register access (little-endian, straight on the shared buffer) ----
+
+    def _r32(self, off: int) -> int:
+        return _U32.unpack_from(self._bar2, off)[0]
+
+    def _w32(self, off: int, value: int) -> None:
+        _U32.pack_into(self._bar2, off, value & U32_MASK)
+
+    def _w64(self, off: int, value: int) -> None:
+        _U64.pack_into(self._bar2, off, value & U64_MASK)
+
+    # ---- life cycle ----
+
+    def _clear_state(self) -> None:
+        self._pending = {q: deque() for q in QUEUES}
+        self._last_avail = {q: 0 for q in QUEUES}
+        self._used_idx = {q: 0 for q in QUEUES}
+        self._fifo.clear()
+        self._enabled = False
+        self._status = 0
+        self._int_raised = 0
+        self._reset_count = 0
+        self._err_count = 0
+        self._stats = dict.fromkeys(_STATS, 0)
+        self._causes = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+
+    def power_on(self) -> None:
+        """Zero BAR2 and the device state, then write the identification registers."""
+        self._clear_state()
+        self._bar2[0:regs.BAR2_SIZE] = bytes(regs.BAR2_SIZE)
+        for reg, value in ((regs.REG_MAGIC, regs.MAGIC_VALUE),
+                           (regs.REG_VERSION, regs.VERSION_VALUE),
+                           (regs.REG_FEATURES, FEATURES),
+                           (regs.REG_DEVICE_PEER, self.peer_id),
+                           (regs.REG_FIFO_DEPTH, self._fifo.depth),
+                           (regs.REG_QUEUE_SIZE, regs.QUEUE_SIZE),
+                           (regs.REG_NUM_VECTORS, regs.NUM_VECTORS),
+                           (regs.REG_MAX_SEGS, regs.MAX_SEGS)):
+            self._w32(reg, value)
+        self._publish()
+        self.log.debug("power on: depth %d, peer %d", self._fifo.depth, self.peer_id)
+
+    def close(self) -> None:
+        """Drop every reference into guest RAM and BAR2 (so their mappings can close)."""
+        for pend in self._pending.values():
+            pend.clear()
+        self._fifo.close()
+
+    # ---- introspection for tests and logs ----
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def fifo_level(self) -> int:
+        return self._fifo.level
+
+    def pending(self, q: int) -> list[int]:
+        """Head indices of the requests pending on queue ``q``, in order."""
+        return [r.head for r in self._pending[q]]
+
+    # ---- the doorbell ----
+
+    def doorbell(self, rings: int = 1) -> None:
+        """Process everything the guest posted; ``rings`` doorbells are counted."""
+        self._stats[regs.REG_STAT_DOORBELLS] += rings
+        self._causes = 0
+        self._bytes_in = self._bytes_out = 0
+        debug = self.log.isEnabledFor(logging.DEBUG)
+        if debug:
+            self.log.debug("doorbell x%d: CONTROL=%#x AVAIL_IDX=%d/%d", rings,
+                           self._r32(regs.REG_CONTROL),
+                           self._r32(regs.qctl(regs.QUEUE_TX, regs.QCTL_AVAIL_IDX)),
+                           self._r32(regs.qctl(regs.QUEUE_RX, regs.QCTL_AVAIL_IDX)))
+        self._control()
+        level0, space0 = self._fifo.level, self._fifo.space
+        if self._enabled:
+            for q in QUEUES:
+                self._fetch(q)
+            for q in QUEUES:
+                self._cancel(q)
+            while self._pump_tx() | self._pump_rx():
+                pass
+            for q in QUEUES:
+                self._complete_nowait(q)
+        if self._fifo.level > level0:
+            self._causes |= regs.INT_DATA_AVAIL
+        if self._fifo.space > space0:
+            self._causes |= regs.INT_SPACE_AVAIL
+        self._publish()
+        self._raise(self._causes)
+
+    def _control(self) -> None:
+        ctrl = self._r32(regs.REG_CONTROL)
+        if ctrl & regs.CTRL_RESET:
+            self._reset()
+        elif ctrl & regs.CTRL_ENABLE:
+            if not self._enabled:
+                self.log.debug("enabled")
+            self._enabled = True
+            self._status = (self._status | regs.STS_READY) & ~regs.STS_RESET_DONE
+        else:
+            if self._enabled:
+                self.log.debug("disabled")
+            self._enabled = False
+            self._status &= ~regs.STS_READY
+
+    def _reset(self) -> None:
+        """Drop every pending request uncompleted, empty the FIFO, zero USED_IDX."""
+        for q in QUEUES:
+            self._pending[q].clear()
+            self._last_avail[q] = 0
+            self._used_idx[q] = 0
+            self._w32(regs.qctl(q, regs.QCTL_USED_IDX), 0)
+        self._fifo.clear()
+        self._enabled = False
+        self._status = regs.STS_RESET_DONE
+        self._reset_count += 1
+        self._causes |= regs.INT_RESET
+        self.log.debug("reset #%d", self._reset_count)
+
+    # ---- fetching and validating requests ----
+
+    def _fetch(self, q: int) -> None:
+        avail = self._r32(regs.qctl(q, regs.QCTL_AVAIL_IDX))
+        new = (avail - self._last_avail[q]) & U32_MASK
+        if new > regs.QUEUE_SIZE:
+            # More than a ring's worth: a confused driver.  Bound the work per doorbell.
+            self.log.warning("%s: AVAIL_IDX %d is %d ahead of the device", _QUEUE_NAME[q],
+                             avail, new)
+            new = regs.QUEUE_SIZE
+        pend = self._pending[q]
+        ring = regs.queue_base(q) + regs.Q_AVAIL_OFF
+        for _ in range(new):
+            if len(pend) >= regs.QUEUE_SIZE:
+                break   # cannot be legitimately: each request holds a descriptor
+            slot = self._last_avail[q] % regs.QUEUE_SIZE
+            head = _U16.unpack_from(self._bar2, ring + 2 * slot)[0]
+            self._last_avail[q] = (self._last_avail[q] + 1) & U32_MASK
+            try:
+                pend.append(self._build(q, head))
+            except _ChainError as err:
+                self._fail(q, head, err)
+
+    def _build(self, q: int, head: int) -> Request:
+        """Walk and check the chain at ``head``; raise :class:`_ChainError` if it is bad."""
+        if head >= regs.QUEUE_SIZE:
+            raise _ChainError(regs.ERR_DESC_INDEX, head)
+        table = regs.queue_base(q) + regs.Q_DESC_OFF
+        debug = self.log.isEnabledFor(logging.DEBUG)
+        segs: list[memoryview] = []
+        total = 0
+        head_flags = 0
+        idx = head
+        while True:
+            if len(segs) >= regs.MAX_SEGS:
+                raise _ChainError(regs.ERR_DESC_CHAIN, head)      # too long, or a loop
+            addr, length, flags, nxt = _DESC.unpack_from(self._bar2, table + idx * regs.DESC_SIZE)
+            if debug:
+                self.log.debug("%s desc %d: addr=%#x len=%d flags=%#x next=%d",
+                               _QUEUE_NAME[q], idx, addr, length, flags, nxt)
+            if not segs:
+                head_flags = flags
+            if length == 0:
+                raise _ChainError(regs.ERR_DESC_LEN, idx)
+            try:
+                segs.append(self._mem.view(addr, length))
+            except DmaRangeError:
+                raise _ChainError(regs.ERR_DMA_RANGE, addr) from None
+            total += length
+            if not flags & regs.DESC_F_NEXT:
+                break
+            if nxt >= regs.QUEUE_SIZE:
+                raise _ChainError(regs.ERR_DESC_INDEX, nxt)
+            idx = nxt
+        return Request(q, head, segs, total, bool(head_flags & regs.DESC_F_NOWAIT))
+
+    def _fail(self, q: int, head: int, err: _ChainError) -> None:
+        """Report a bad request (datasheet section 5) and complete it with its status."""
+        status = _STATUS_OF_ERR[err.code]
+        self._w32(regs.REG_ERR_CODE, err.code)
+        self._w64(regs.REG_ERR_ADDR, err.addr)
+        self._status |= regs.STS_DMA_ERROR
+        self._err_count += 1
+        self._causes |= regs.INT_ERROR
+        self.log.debug("%s head %d: error code %d at %#x", _QUEUE_NAME[q], head, err.code,
+                       err.addr)
+        self._complete(q, head, 0, status)
+
+    # ---- completing ----
+
+    def _complete(self, q: int, head: int, length: int, status: int) -> None:
+        """Write the used entry, then USED_IDX."""
+        used = self._used_idx[q]
+        off = regs.queue_base(q) + regs.Q_USED_OFF + (used % regs.QUEUE_SIZE) * regs.USED_SIZE
+        _USED.pack_into(self._bar2, off, head & U32_MASK, length & U32_MASK, status, 0)
+        self._used_idx[q] = used = (used + 1) & U32_MASK
+        self._w32(regs.qctl(q, regs.QCTL_USED_IDX), used)
+        self._stats[regs.REG_STAT_COMPLETIONS] += 1
+        self._causes |= _DONE_CAUSE[q]
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("%s used #%d: id=%d len=%d status=%d", _QUEUE_NAME[q], used - 1,
+                           head, length, status)
+
+    def _cancel(self, q: int) -> None:
+        """Complete every pending request whose head now carries DESC_F_CANCEL."""
+        pend = self._pending[q]
+        if not pend:
+            return
+        table = regs.queue_base(q) + regs.Q_DESC_OFF + regs.DESC_FLAGS
+        keep: deque[Request] = deque()
+        for r in pend:
+            flags = _U16.unpack_from(self._bar2, table + r.head * regs.DESC_SIZE)[0]
+            if flags & regs.DESC_F_CANCEL:
+                self._complete(q, r.head, r.moved, regs.ST_CANCELLED)
+            else:
+                keep.append(r)
+        if len(keep) != len(pend):
+            self._pending[q] = keep
+
+    def _complete_nowait(self, q: int) -> None:
+        """Complete NOWAIT requests still pending (behind a waiting one) with what moved."""
+        pend = self._pending[q]
+        if not any(r.nowait for r in pend):
+            return
+        keep: deque[Request] = deque()
+        for r in pend:
+            if r.nowait:
+                self._complete(q, r.head, r.moved, regs.ST_OK)
+            else:
+                keep.append(r)
+        self._pending[q] = keep
+
+    # ---- moving data ----
+
+    def _pump_tx(self) -> bool:
+        """Move TX heads into the FIFO; True if anything moved or completed."""
+        pend = self._pending[regs.QUEUE_TX]
+        fifo = self._fifo
+        progress = False
+        while pend:
+            r = pend[0]
+            while r.seg < len(r.segs) and fifo.space:
+                seg = r.segs[r.seg]
+                n = fifo.put(seg[r.off:])
+                r.off += n
+                r.moved += n
+                self._bytes_in += n
+                progress = True
+                if r.off == len(seg):
+                    r.seg += 1
+                    r.off = 0
+            if r.moved < r.total and not r.nowait:
+                break       # waits for space; the requests behind it wait too
+            pend.popleft()
+            self._complete(regs.QUEUE_TX, r.head, r.moved, regs.ST_OK)
+            progress = True
+        return progress
+
+    def _pump_rx(self) -> bool:
+        """Serve RX heads from the FIFO; True if anything moved or completed."""
+        pend = self._pending[regs.QUEUE_RX]
+        fifo = self._fifo
+        progress = False
+        while pend:
+            r = pend[0]
+            if not fifo.level and not r.nowait:
+                break       # waits for data
+            for seg in r.segs:
+                if not fifo.level:
+                    break
+                r.moved += fifo.get_into(seg)
+            self._bytes_out += r.moved
+            pend.popleft()
+            self._complete(regs.QUEUE_RX, r.head, r.moved, regs.ST_OK)
+            progress = True
+        return progress
+
+    # ---- registers and interrupts ----
+
+    def _publish(self) -> None:
+        """Write the device-owned level, status and counter registers."""
+        self._stats[regs.REG_STAT_TX_BYTES] += self._bytes_in
+        self._stats[regs.REG_STAT_RX_BYTES] += self._bytes_out
+        self._bytes_in = self._bytes_out = 0
+        for reg, value in ((regs.REG_STATUS, self._status),
+                           (regs.REG_RX_LEVEL, self._fifo.level),
+                           (regs.REG_TX_SPACE, self._fifo.space),
+                           (regs.REG_RESET_COUNT, self._reset_count),
+                           (regs.REG_ERR_COUNT, self._err_count)):
+            self._w32(reg, value)
+        for reg, value in self._stats.items():
+            self._w64(reg, value)
+
+    def _raise(self, causes: int) -> None:
+        """Raise ``causes`` that are enabled and not pending; send each vector once.
+
+        A cause is pending while its bit differs between INT_RAISED and INT_ACKED.  Raising
+        flips the bit in INT_RAISED (the device's register) before the vector goes out.
+        """
+        acked = self._r32(regs.REG_INT_ACKED)
+        enable = self._r32(regs.REG_INT_ENABLE)
+        pending = self._int_raised ^ acked
+        new = causes & enable & ~pending & regs.INT_ALL
+        if not new:
+            if causes and self.log.isEnabledFor(logging.DEBUG):
+                self.log.debug("causes %#x not raised (enable %#x, pending %#x)", causes,
+                               enable, pending)
+            return
+        self._int_raised ^= new
+        self._w32(regs.REG_INT_RAISED, self._int_raised)
+        vectors = sorted({v for bit, v in regs.INT_VECTOR_OF.items() if new & bit})
+        self._stats[regs.REG_STAT_IRQS] += len(vectors)
+        self._w64(regs.REG_STAT_IRQS, self._stats[regs.REG_STAT_IRQS])
+        for v in vectors:
+            self.log.debug("raise vector %d (causes %#x, INT_RAISED %#x)", v, new,
+                           self._int_raised)
+            self._raise_vector(v)

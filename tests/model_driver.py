@@ -1,0 +1,194 @@
+"""A driver-side helper for the device-model tests: posts chains into a bytearray BAR2, rings
+the model directly, reads used entries -- no VM, no sockets.
+
+Guest RAM is a bytearray behind a :class:`GuestMemory` with a small ``low_limit``, so tests get
+the q35 shape (low RAM, a hole, high RAM from 4 GiB) without gigabytes::
+
+    gpa 0 .. low_limit            low RAM      (file offset == gpa)
+    gpa low_limit .. 4 GiB        hole         (DMA error)
+    gpa 4 GiB .. 4 GiB + rest     high RAM     (file offset low_limit + gpa - 4 GiB)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from device import regs
+from device.core import FifoDevice
+from device.guestmem import FOUR_GIB, GuestMemory
+
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_DESC = struct.Struct("<QIHH")
+_USED = struct.Struct("<IIII")
+
+
+@dataclass(frozen=True)
+class Used:
+    id: int
+    len: int
+    status: int
+
+
+def sha(data) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Driver:
+    """Plays the guest driver against a :class:`FifoDevice`."""
+
+    def __init__(self, ram_size: int = 4 << 20, low_limit: int | None = None,
+                 depth: int = 65536, enable: bool = True, int_enable: int = regs.INT_ALL):
+        self.ram = bytearray(ram_size)
+        self.mem = GuestMemory(self.ram, ram_size, low_limit)
+        self.bar2 = bytearray(regs.BAR2_SIZE)
+        self.vectors: list[int] = []
+        self.dev = FifoDevice(self.bar2, self.mem, depth, peer_id=0,
+                              raise_vector=self.vectors.append)
+        self.dev.power_on()
+        self.low_size = min(ram_size, self.mem.low_limit)
+        self._next = 0x1000          # bump allocator over low RAM, then high RAM
+        self._free = {q: list(range(regs.QUEUE_SIZE)) for q in (0, 1)}
+        self._avail = {q: 0 for q in (0, 1)}
+        self._seen = {q: 0 for q in (0, 1)}
+        self._chains: dict[tuple[int, int], list[int]] = {}
+        if enable:
+            self.bring_up(int_enable)
+
+    # ---- registers ----
+    def r32(self, off: int) -> int:
+        return _U32.unpack_from(self.bar2, off)[0]
+
+    def r64(self, off: int) -> int:
+        return _U64.unpack_from(self.bar2, off)[0]
+
+    def w32(self, off: int, value: int) -> None:
+        _U32.pack_into(self.bar2, off, value)
+
+    def ring(self) -> None:
+        self.dev.doorbell()
+
+    def ack(self) -> int:
+        r = self.r32(regs.REG_INT_RAISED)
+        self.w32(regs.REG_INT_ACKED, r)
+        return r
+
+    def pending_causes(self) -> int:
+        return self.r32(regs.REG_INT_RAISED) ^ self.r32(regs.REG_INT_ACKED)
+
+    def bring_up(self, int_enable: int = regs.INT_ALL) -> None:
+        """Datasheet section 3."""
+        assert self.r32(regs.REG_MAGIC) == regs.MAGIC_VALUE
+        count = self.r32(regs.REG_RESET_COUNT)
+        for q in (0, 1):
+            self.w32(regs.qctl(q, regs.QCTL_AVAIL_IDX), 0)
+            self._avail[q] = self._seen[q] = 0
+            self._free[q] = list(range(regs.QUEUE_SIZE))
+        self._chains.clear()
+        self.w32(regs.REG_CONTROL, regs.CTRL_RESET)
+        self.ring()
+        assert self.r32(regs.REG_RESET_COUNT) == count + 1
+        self.ack()
+        self.w32(regs.REG_INT_ENABLE, int_enable)
+        self.w32(regs.REG_CONTROL, regs.CTRL_ENABLE)
+        self.ring()
+        assert self.r32(regs.REG_STATUS) & regs.STS_READY
+        self.vectors.clear()
+
+    # ---- guest memory ----
+    def alloc(self, n: int, align: int = 8) -> int:
+        """A guest-physical buffer of n bytes (low RAM first, then high RAM)."""
+        start = (self._next + align - 1) // align * align
+        if start + n > self.low_size and start < FOUR_GIB:
+            start = FOUR_GIB
+        if start >= FOUR_GIB:
+            assert start + n <= FOUR_GIB + len(self.ram) - self.low_size, "test RAM exhausted"
+        self._next = start + n
+        return start
+
+    def _off(self, gpa: int) -> int:
+        return gpa if gpa < FOUR_GIB else self.low_size + gpa - FOUR_GIB
+
+    def poke(self, gpa: int, data) -> None:
+        o = self._off(gpa)
+        self.ram[o:o + len(data)] = data
+
+    def peek(self, gpa: int, n: int) -> bytes:
+        o = self._off(gpa)
+        return bytes(self.ram[o:o + n])
+
+    # ---- descriptors ----
+    def write_desc(self, q: int, idx: int, addr: int, length: int, flags: int = 0,
+                   nxt: int = 0) -> None:
+        _DESC.pack_into(self.bar2, regs.queue_base(q) + regs.Q_DESC_OFF + idx * regs.DESC_SIZE,
+                        addr, length, flags, nxt)
+
+    def set_flags(self, q: int, idx: int, flags: int) -> None:
+        _U16.pack_into(self.bar2, regs.queue_base(q) + regs.Q_DESC_OFF +
+                       idx * regs.DESC_SIZE + regs.DESC_FLAGS, flags)
+
+    def post_head(self, q: int, head: int) -> None:
+        """Put ``head`` in the avail ring and bump AVAIL_IDX (no ring)."""
+        slot = self._avail[q] % regs.QUEUE_SIZE
+        _U16.pack_into(self.bar2, regs.queue_base(q) + regs.Q_AVAIL_OFF + 2 * slot, head)
+        self._avail[q] = (self._avail[q] + 1) & 0xFFFFFFFF
+        self.w32(regs.qctl(q, regs.QCTL_AVAIL_IDX), self._avail[q])
+
+    def post(self, q: int, segs: list[tuple[int, int]], flags: int = 0,
+             ring: bool = True) -> int:
+        """Chain ``segs`` [(gpa, len)] from the free list, post it; return the head."""
+        idxs = [self._free[q].pop(0) for _ in segs]
+        for i, (gpa, n) in enumerate(segs):
+            last = i == len(segs) - 1
+            f = (0 if last else regs.DESC_F_NEXT) | (flags if i == 0 else 0)
+            self.write_desc(q, idxs[i], gpa, n, f, 0 if last else idxs[i + 1])
+        self._chains[(q, idxs[0])] = idxs
+        self.post_head(q, idxs[0])
+        if ring:
+            self.ring()
+        return idxs[0]
+
+    def used(self, q: int) -> list[Used]:
+        """New used entries since the last call; frees their descriptors."""
+        out = []
+        end = self.r32(regs.qctl(q, regs.QCTL_USED_IDX))
+        while self._seen[q] != end:
+            off = (regs.queue_base(q) + regs.Q_USED_OFF +
+                   (self._seen[q] % regs.QUEUE_SIZE) * regs.USED_SIZE)
+            uid, ulen, st, _ = _USED.unpack_from(self.bar2, off)
+            out.append(Used(uid, ulen, st))
+            self._free[q].extend(self._chains.pop((q, uid), []))
+            self._seen[q] = (self._seen[q] + 1) & 0xFFFFFFFF
+        return out
+
+    # ---- convenience: whole buffers ----
+    def tx(self, data: bytes, seg: int | None = None, flags: int = 0,
+           ring: bool = True) -> int:
+        """Post ``data`` for TX, split into ``seg``-byte segments; return the head."""
+        gpa = self.alloc(len(data))
+        self.poke(gpa, data)
+        return self.post(regs.QUEUE_TX, split(gpa, len(data), seg), flags, ring)
+
+    def rx(self, n: int, seg: int | None = None, flags: int = 0,
+           ring: bool = True) -> tuple[int, int]:
+        """Post an n-byte RX buffer; return (head, gpa)."""
+        gpa = self.alloc(n)
+        self.poke(gpa, b"\xEE" * n)
+        return self.post(regs.QUEUE_RX, split(gpa, n, seg), flags, ring), gpa
+
+
+def split(gpa: int, n: int, seg: int | None) -> list[tuple[int, int]]:
+    """[(gpa, len)] segments of at most ``seg`` bytes, the first up to the next seg boundary
+    (like a user buffer mapped page by page)."""
+    if not seg:
+        return [(gpa, n)]
+    out = []
+    end = gpa + n
+    while gpa < end:
+        nxt = min(end, (gpa // seg + 1) * seg)
+        out.append((gpa, nxt - gpa))
+        gpa = nxt
+    return out
