@@ -8,6 +8,7 @@ Modules::
     fifo       bounded byte ring buffer
     core       FifoDevice: the device's behaviour; no sockets, no fds
     ivshmem    IvshmemServer: QEMU's ivshmem server protocol, shared memory, eventfds
+    wire       HostWire: the host end of a wired device, a raw-byte Unix socket
     service    one device = server + core; serve() runs several in one event loop
     cli        python -m device
 """

@@ -1,8 +1,13 @@
-"""Command line: ``python -m device --socket PATH [--socket PATH ...] --ram-path FILE
+"""Command line: ``python -m device --socket PATH[:WIREPATH] [--socket ...] --ram-path FILE
 --ram-size SIZE [--fifo-depth N] [-v|--debug] [--log FILE]``.
 
-Prints ``READY`` on stdout once every socket listens.  SIGTERM or SIGINT: unlink the sockets,
-close everything, exit 0.  Configuration problems print one line on stderr and exit 2.
+``--socket PATH`` serves a loopback device on PATH; ``--socket PATH:WIREPATH`` serves a device
+wired to the host, whose host end is the Unix socket WIREPATH (raw bytes both ways, one client
+at a time: see ``device/wire.py``).  PATH must not contain a ``:``.
+
+Prints ``READY`` on stdout once every socket (wire sockets included) listens.  SIGTERM or
+SIGINT: unlink the sockets, close everything, exit 0.  Configuration problems print one line on
+stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from .errors import FifolabError
 from .fifo import DEFAULT_DEPTH
 from .service import serve
 
-__all__ = ["main", "parse_size", "build_parser"]
+__all__ = ["main", "parse_size", "parse_socket", "build_parser"]
 
 PROG = "python -m device"
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -36,11 +41,22 @@ def parse_size(text: str) -> int:
     return value
 
 
+def parse_socket(text: str) -> tuple[str, str | None]:
+    """``"a.sock"`` -> ``("a.sock", None)``; ``"a.sock:a.wire"`` -> ``("a.sock", "a.wire")``."""
+    path, sep, wire = text.partition(":")
+    if not path or (sep and not wire):
+        raise argparse.ArgumentTypeError(f"not PATH or PATH:WIREPATH: {text!r}")
+    return path, (wire if sep else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="fifolab FIFO peripheral model "
                                 "(ivshmem-doorbell server, one device per --socket)")
-    p.add_argument("--socket", action="append", required=True, metavar="PATH",
-                   help="Unix socket to serve a device on (repeat for more devices)")
+    p.add_argument("--socket", action="append", required=True, type=parse_socket,
+                   metavar="PATH[:WIREPATH]",
+                   help="Unix socket to serve a device on (repeat for more devices); with "
+                   ":WIREPATH the device is wired to the host on the Unix socket WIREPATH "
+                   "instead of looping back")
     p.add_argument("--ram-path", required=True, metavar="FILE",
                    help="guest RAM file (QEMU memory-backend-file mem-path, share=on)")
     p.add_argument("--ram-size", required=True, type=parse_size, metavar="BYTES",
@@ -48,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fifo-depth", type=parse_size, default=DEFAULT_DEPTH, metavar="N",
                    help=f"FIFO capacity in bytes (default {DEFAULT_DEPTH})")
     p.add_argument("-v", "--debug", action="store_true",
-                   help="log doorbells, descriptors and interrupts (DEBUG)")
+                   help="log doorbells, descriptors, interrupts and wire traffic (DEBUG)")
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of stderr")
     return p
 
@@ -78,8 +94,9 @@ async def _run(opts: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
-    if len(set(opts.socket)) != len(opts.socket):
-        parser.error("the same --socket is given twice")
+    paths = [p for spec in opts.socket for p in spec if p is not None]
+    if len(set(paths)) != len(paths):
+        parser.error("the same socket path is given twice")
     if opts.fifo_depth > 0xFFFFFFFF:
         parser.error("--fifo-depth must fit in 32 bits")
     try:

@@ -44,6 +44,23 @@ A NOWAIT request behind a waiting one on the same queue completes at the doorbel
 ahead of the waiting one, with ``len = 0`` -- "now" wins over "in order".  (Behind a waiting TX
 the FIFO is full; behind a waiting RX it is empty: the data outcome is the one in-order service
 would give.)
+
+Loopback or wired (``host_wire=True``, feature ``HOST_WIRE``)::
+
+    loopback:  TX requests --> [ FIFO ] --> RX requests           one FIFO, both registers
+    wired:     TX requests --> [ TX FIFO ] --> host_tx_peek/host_tx_commit, host_read_into
+               host_write  --> [ RX FIFO ] --> RX requests
+               RX_LEVEL = RX FIFO level, TX_SPACE = TX FIFO space; each FIFO is FIFO_DEPTH deep
+
+The host side is a byte stream with flow control and no loss: :meth:`~FifoDevice.host_write`
+takes only what fits (0 while the device is not READY, so a bring-up reset cannot eat host
+bytes) and :meth:`~FifoDevice.host_tx_commit` removes only what the host took.  Each host call
+runs the pump as a doorbell does (pending RX requests complete, waiting TX requests refill the
+TX FIFO) and raises the causes it produced (``RX_DONE``/``DATA_AVAIL`` after a host write,
+``TX_DONE``/``SPACE_AVAIL`` after a host read).  After every doorbell of a wired device the core
+calls ``wake_host()``: the transport then re-reads :meth:`~FifoDevice.host_rx_space` and
+:meth:`~FifoDevice.host_tx_pending` to resume reading or writing its socket.  A reset (and a
+power-on) empties both FIFOs, as it empties the one FIFO in loopback.
 """
 
 from __future__ import annotations
@@ -59,7 +76,7 @@ from .errors import DmaRangeError
 from .fifo import DEFAULT_DEPTH, ByteFifo
 from .guestmem import GuestMemory
 
-__all__ = ["FifoDevice", "FEATURES"]
+__all__ = ["FifoDevice", "FEATURES", "WIRED_FEATURES"]
 
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
@@ -70,6 +87,7 @@ U32_MASK = 0xFFFF_FFFF
 U64_MASK = 0xFFFF_FFFF_FFFF_FFFF
 
 FEATURES = regs.FEAT_LOOPBACK | regs.FEAT_NOWAIT | regs.FEAT_CANCEL
+WIRED_FEATURES = regs.FEAT_HOST_WIRE | regs.FEAT_NOWAIT | regs.FEAT_CANCEL
 QUEUES = (regs.QUEUE_TX, regs.QUEUE_RX)
 
 # error code -> used-entry status (datasheet section 5)
@@ -114,14 +132,20 @@ class FifoDevice:
 
     def __init__(self, bar2, mem: GuestMemory, fifo_depth: int = DEFAULT_DEPTH,
                  peer_id: int = 0, raise_vector: Callable[[int], None] | None = None,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None, host_wire: bool = False,
+                 wake_host: Callable[[], None] | None = None) -> None:
         if len(bar2) < regs.BAR2_SIZE:
             raise ValueError(f"BAR2 buffer has {len(bar2)} bytes, needs {regs.BAR2_SIZE}")
         if not 0 < fifo_depth <= U32_MASK:
             raise ValueError(f"FIFO depth {fifo_depth} does not fit the FIFO_DEPTH register")
         self._bar2 = bar2
         self._mem = mem
-        self._fifo = ByteFifo(fifo_depth)
+        self.host_wire = host_wire
+        # loopback: one FIFO, TX fills it and RX drains it; wired: guest->host, host->guest
+        self._tx_fifo = ByteFifo(fifo_depth)
+        self._rx_fifo = ByteFifo(fifo_depth) if host_wire else self._tx_fifo
+        self.features = WIRED_FEATURES if host_wire else FEATURES
+        self.wake_host = wake_host
         self.peer_id = peer_id
         self._raise_vector = raise_vector or (lambda v: None)
         self.log = logger or logging.getLogger("fifolab.device")
@@ -145,7 +169,8 @@ class FifoDevice:
         self._pending = {q: deque() for q in QUEUES}
         self._last_avail = {q: 0 for q in QUEUES}
         self._used_idx = {q: 0 for q in QUEUES}
-        self._fifo.clear()
+        self._tx_fifo.clear()
+        self._rx_fifo.clear()
         self._enabled = False
         self._status = 0
         self._int_raised = 0
@@ -155,6 +180,8 @@ class FifoDevice:
         self._causes = 0
         self._bytes_in = 0
         self._bytes_out = 0
+        self.host_bytes_in = 0      # host -> RX FIFO since power-on (wired)
+        self.host_bytes_out = 0     # TX FIFO -> host since power-on (wired)
 
     def power_on(self) -> None:
         """Zero BAR2 and the device state, then write the identification registers."""
@@ -162,21 +189,24 @@ class FifoDevice:
         self._bar2[0:regs.BAR2_SIZE] = bytes(regs.BAR2_SIZE)
         for reg, value in ((regs.REG_MAGIC, regs.MAGIC_VALUE),
                            (regs.REG_VERSION, regs.VERSION_VALUE),
-                           (regs.REG_FEATURES, FEATURES),
+                           (regs.REG_FEATURES, self.features),
                            (regs.REG_DEVICE_PEER, self.peer_id),
-                           (regs.REG_FIFO_DEPTH, self._fifo.depth),
+                           (regs.REG_FIFO_DEPTH, self._tx_fifo.depth),
                            (regs.REG_QUEUE_SIZE, regs.QUEUE_SIZE),
                            (regs.REG_NUM_VECTORS, regs.NUM_VECTORS),
                            (regs.REG_MAX_SEGS, regs.MAX_SEGS)):
             self._w32(reg, value)
         self._publish()
-        self.log.debug("power on: depth %d, peer %d", self._fifo.depth, self.peer_id)
+        self.log.debug("power on: depth %d, peer %d, %s", self._tx_fifo.depth, self.peer_id,
+                       "wired" if self.host_wire else "loopback")
 
     def close(self) -> None:
         """Drop every reference into guest RAM and BAR2 (so their mappings can close)."""
         for pend in self._pending.values():
             pend.clear()
-        self._fifo.close()
+        self._tx_fifo.close()
+        if self._rx_fifo is not self._tx_fifo:
+            self._rx_fifo.close()
 
     # ---- introspection for tests and logs ----
 
@@ -186,7 +216,13 @@ class FifoDevice:
 
     @property
     def fifo_level(self) -> int:
-        return self._fifo.level
+        """Bytes RX requests can take (the one FIFO in loopback, the RX FIFO when wired)."""
+        return self._rx_fifo.level
+
+    @property
+    def tx_fifo_level(self) -> int:
+        """Bytes TX requests put in that nobody took yet (== fifo_level in loopback)."""
+        return self._tx_fifo.level
 
     def pending(self, q: int) -> list[int]:
         """Head indices of the requests pending on queue ``q``, in order."""
@@ -197,31 +233,137 @@ class FifoDevice:
     def doorbell(self, rings: int = 1) -> None:
         """Process everything the guest posted; ``rings`` doorbells are counted."""
         self._stats[regs.REG_STAT_DOORBELLS] += rings
-        self._causes = 0
-        self._bytes_in = self._bytes_out = 0
         debug = self.log.isEnabledFor(logging.DEBUG)
         if debug:
             self.log.debug("doorbell x%d: CONTROL=%#x AVAIL_IDX=%d/%d", rings,
                            self._r32(regs.REG_CONTROL),
                            self._r32(regs.qctl(regs.QUEUE_TX, regs.QCTL_AVAIL_IDX)),
                            self._r32(regs.qctl(regs.QUEUE_RX, regs.QCTL_AVAIL_IDX)))
+        self._causes = 0
+        self._bytes_in = self._bytes_out = 0
         self._control()
-        level0, space0 = self._fifo.level, self._fifo.space
+        mark = self._levels()
         if self._enabled:
             for q in QUEUES:
                 self._fetch(q)
             for q in QUEUES:
                 self._cancel(q)
-            while self._pump_tx() | self._pump_rx():
-                pass
+            self._pump()
             for q in QUEUES:
                 self._complete_nowait(q)
-        if self._fifo.level > level0:
+        self._finish(mark)
+        if self.host_wire and self.wake_host is not None:
+            self.wake_host()
+
+    def _levels(self) -> tuple[int, int]:
+        """(RX_LEVEL, TX_SPACE) now: what :meth:`_finish` compares against."""
+        return self._rx_fifo.level, self._tx_fifo.space
+
+    def _pump(self) -> None:
+        while self._pump_tx() | self._pump_rx():
+            pass
+
+    def _finish(self, mark: tuple[int, int]) -> None:
+        """Add DATA_AVAIL/SPACE_AVAIL if the levels grew since ``mark``; publish; raise."""
+        level0, space0 = mark
+        if self._rx_fifo.level > level0:
             self._causes |= regs.INT_DATA_AVAIL
-        if self._fifo.space > space0:
+        if self._tx_fifo.space > space0:
             self._causes |= regs.INT_SPACE_AVAIL
         self._publish()
         self._raise(self._causes)
+
+    # ---- the host wire (wired devices only) ----
+    #
+    # Called by the transport, never by the guest.  Each call is a small doorbell-like step:
+    # move bytes, pump the queues, publish, raise.  Nothing is dropped: a call takes only what
+    # fits and reports how much it took.
+
+    def _need_wire(self) -> None:
+        if not self.host_wire:
+            raise RuntimeError("host wire call on a loopback device")
+
+    def host_rx_space(self) -> int:
+        """Bytes :meth:`host_write` will take now: the RX FIFO's space, 0 unless READY."""
+        self._need_wire()
+        return self._rx_fifo.space if self._enabled else 0
+
+    def host_tx_pending(self) -> int:
+        """Bytes in the TX FIFO waiting for the host."""
+        self._need_wire()
+        return self._tx_fifo.level
+
+    def host_write(self, data) -> int:
+        """Host bytes into the RX FIFO: take as many as fit (pending RX requests are served as
+        they arrive, freeing space); return how many were taken -- 0 when full or not READY.
+        """
+        self._need_wire()
+        if not self._enabled:
+            return 0
+        src = memoryview(data).cast("B")
+        self._causes = 0
+        self._bytes_in = self._bytes_out = 0
+        mark = self._levels()
+        taken = 0
+        try:
+            while taken < len(src):
+                n = self._rx_fifo.put(src[taken:])
+                taken += n
+                if not self._pump_rx() and not n:
+                    break
+            self._pump()
+        finally:
+            src.release()
+        self.host_bytes_in += taken
+        self._finish(mark)
+        return taken
+
+    def host_tx_peek(self, n: int | None = None) -> memoryview:
+        """A read-only view of the oldest TX FIFO bytes (one contiguous run, maybe shorter than
+        :meth:`host_tx_pending`); send from it, then :meth:`host_tx_commit` what was sent.
+        Valid until the next call into the device.
+        """
+        self._need_wire()
+        return self._tx_fifo.peek(n)
+
+    def host_tx_commit(self, n: int) -> int:
+        """The host took the ``n`` oldest TX FIFO bytes: remove them, let waiting TX requests
+        refill the FIFO, raise TX_DONE/SPACE_AVAIL.  Returns how many were removed.
+        """
+        self._need_wire()
+        self._causes = 0
+        self._bytes_in = self._bytes_out = 0
+        mark = self._levels()
+        n = self._tx_fifo.skip(n)
+        self.host_bytes_out += n
+        if self._enabled:
+            self._pump()
+        self._finish(mark)
+        return n
+
+    def host_read_into(self, dst) -> int:
+        """Move up to ``len(dst)`` TX FIFO bytes into ``dst`` (refilled from waiting TX
+        requests as it empties); return how many.  :meth:`host_tx_commit` for a copy.
+        """
+        self._need_wire()
+        out = memoryview(dst).cast("B")
+        self._causes = 0
+        self._bytes_in = self._bytes_out = 0
+        mark = self._levels()
+        got = 0
+        try:
+            while got < len(out):
+                n = self._tx_fifo.get_into(out[got:])
+                got += n
+                if not (self._enabled and self._pump_tx()) and not n:
+                    break
+            if self._enabled:
+                self._pump()
+        finally:
+            out.release()
+        self.host_bytes_out += got
+        self._finish(mark)
+        return got
 
     def _control(self) -> None:
         ctrl = self._r32(regs.REG_CONTROL)
@@ -245,7 +387,8 @@ class FifoDevice:
             self._last_avail[q] = 0
             self._used_idx[q] = 0
             self._w32(regs.qctl(q, regs.QCTL_USED_IDX), 0)
-        self._fifo.clear()
+        self._tx_fifo.clear()
+        self._rx_fifo.clear()
         self._enabled = False
         self._status = regs.STS_RESET_DONE
         self._reset_count += 1
@@ -369,7 +512,7 @@ class FifoDevice:
     def _pump_tx(self) -> bool:
         """Move TX heads into the FIFO; True if anything moved or completed."""
         pend = self._pending[regs.QUEUE_TX]
-        fifo = self._fifo
+        fifo = self._tx_fifo
         progress = False
         while pend:
             r = pend[0]
@@ -393,7 +536,7 @@ class FifoDevice:
     def _pump_rx(self) -> bool:
         """Serve RX heads from the FIFO; True if anything moved or completed."""
         pend = self._pending[regs.QUEUE_RX]
-        fifo = self._fifo
+        fifo = self._rx_fifo
         progress = False
         while pend:
             r = pend[0]
@@ -417,8 +560,8 @@ class FifoDevice:
         self._stats[regs.REG_STAT_RX_BYTES] += self._bytes_out
         self._bytes_in = self._bytes_out = 0
         for reg, value in ((regs.REG_STATUS, self._status),
-                           (regs.REG_RX_LEVEL, self._fifo.level),
-                           (regs.REG_TX_SPACE, self._fifo.space),
+                           (regs.REG_RX_LEVEL, self._rx_fifo.level),
+                           (regs.REG_TX_SPACE, self._tx_fifo.space),
                            (regs.REG_RESET_COUNT, self._reset_count),
                            (regs.REG_ERR_COUNT, self._err_count)):
             self._w32(reg, value)

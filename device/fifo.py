@@ -10,7 +10,8 @@
              ^tail             ^head
 
 ``put`` and ``get_into`` copy at most two slices each (the run up to the end of the buffer and
-the run from its start); there is no per-byte loop.
+the run from its start); there is no per-byte loop.  ``peek`` + ``skip`` let a consumer (the
+host wire's socket) send straight from the buffer and remove only what was taken.
 """
 
 from __future__ import annotations
@@ -65,6 +66,24 @@ class ByteFifo:
         if n > first:
             dst[first:n] = self._mv[:n - first]
         self._head = (head + n) % self.depth
+        self.level -= n
+        return n
+
+    def peek(self, n: int | None = None) -> memoryview:
+        """A read-only view of the oldest bytes (at most ``n``), the run up to the buffer's end.
+
+        Empty when the FIFO is.  Valid until the next ``put``/``skip``/``get_into``: release it
+        (or let it go) before then.  More may follow from the buffer's start: peek again.
+        """
+        run = min(self.level, self.depth - self._head)
+        if n is not None:
+            run = min(run, n)
+        return self._mv[self._head:self._head + run].toreadonly()
+
+    def skip(self, n: int) -> int:
+        """Remove up to ``n`` of the oldest bytes without copying; return how many."""
+        n = max(0, min(n, self.level))
+        self._head = (self._head + n) % self.depth
         self.level -= n
         return n
 

@@ -41,7 +41,7 @@ from typing import Callable
 
 from .errors import SocketInUseError, TransportError
 
-__all__ = ["IvshmemServer", "State", "SERVER_PEER_ID", "PROTOCOL_VERSION"]
+__all__ = ["IvshmemServer", "State", "SERVER_PEER_ID", "PROTOCOL_VERSION", "listen_unix"]
 
 SERVER_PEER_ID = 0
 PROTOCOL_VERSION = 0
@@ -116,7 +116,7 @@ class IvshmemServer:
         if self.state is not State.NEW:
             raise TransportError(f"start() in state {self.state.value}")
         self._loop = asyncio.get_running_loop()
-        self._listener = _listen(self.path)
+        self._listener = listen_unix(self.path)
         self._loop.add_reader(self._listener.fileno(), self._on_accept)
         for v, fd in enumerate(self._own_fds):
             self._loop.add_reader(fd, self._on_doorbell, v, fd)
@@ -275,7 +275,7 @@ def _close_client(client: _Client) -> None:
     client.vector_fds = []
 
 
-def _listen(path: str) -> socket.socket:
+def listen_unix(path: str) -> socket.socket:
     """A non-blocking listening socket at ``path``; a stale socket file is replaced."""
     try:
         st = os.lstat(path)

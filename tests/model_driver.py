@@ -12,7 +12,9 @@ the q35 shape (low RAM, a hole, high RAM from 4 GiB) without gigabytes::
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
+import time
 from dataclasses import dataclass
 
 from device import regs
@@ -41,22 +43,31 @@ class Driver:
     """Plays the guest driver against a :class:`FifoDevice`."""
 
     def __init__(self, ram_size: int = 4 << 20, low_limit: int | None = None,
-                 depth: int = 65536, enable: bool = True, int_enable: int = regs.INT_ALL):
+                 depth: int = 65536, enable: bool = True, int_enable: int = regs.INT_ALL,
+                 host_wire: bool = False):
         self.ram = bytearray(ram_size)
         self.mem = GuestMemory(self.ram, ram_size, low_limit)
         self.bar2 = bytearray(regs.BAR2_SIZE)
         self.vectors: list[int] = []
+        self.wakes = 0
         self.dev = FifoDevice(self.bar2, self.mem, depth, peer_id=0,
-                              raise_vector=self.vectors.append)
+                              raise_vector=self.vectors.append, host_wire=host_wire,
+                              wake_host=self._wake)
         self.dev.power_on()
         self.low_size = min(ram_size, self.mem.low_limit)
+        self._init_queues()
+        if enable:
+            self.bring_up(int_enable)
+
+    def _wake(self) -> None:
+        self.wakes += 1
+
+    def _init_queues(self) -> None:
         self._next = 0x1000          # bump allocator over low RAM, then high RAM
         self._free = {q: list(range(regs.QUEUE_SIZE)) for q in (0, 1)}
         self._avail = {q: 0 for q in (0, 1)}
         self._seen = {q: 0 for q in (0, 1)}
         self._chains: dict[tuple[int, int], list[int]] = {}
-        if enable:
-            self.bring_up(int_enable)
 
     # ---- registers ----
     def r32(self, off: int) -> int:
@@ -192,3 +203,49 @@ def split(gpa: int, n: int, seg: int | None) -> list[tuple[int, int]]:
         out.append((gpa, nxt - gpa))
         gpa = nxt
     return out
+
+
+class RemoteDriver(Driver):
+    """Plays the guest driver against a model in another process (or event loop), as QEMU
+    would let it: ``bar2`` is the shared memory received over the ivshmem socket, ``ram`` a
+    mapping of the guest RAM file (all low RAM), doorbells go through the model's eventfd.
+
+    :meth:`ring` waits until the model has counted the doorbell (``STAT_DOORBELLS``, written
+    last), so every check after it sees the doorbell's outcome.
+    """
+
+    def __init__(self, bar2, ram, ring_fd: int, enable: bool = True,
+                 int_enable: int = regs.INT_ALL, timeout: float = 10.0):
+        self.ram = ram
+        self.bar2 = bar2
+        self.mem = None
+        self.dev = None
+        self.vectors = []
+        self.low_size = len(ram)
+        self._ring_fd = ring_fd
+        self._timeout = timeout
+        self._rings = self.r64(regs.REG_STAT_DOORBELLS)
+        self._init_queues()
+        if enable:
+            self.bring_up(int_enable)
+
+    def ring(self) -> None:
+        self._rings += 1
+        os.eventfd_write(self._ring_fd, 1)
+        self.wait(lambda: self.r64(regs.REG_STAT_DOORBELLS) >= self._rings, "doorbell")
+
+    def wait(self, pred, what: str = "condition") -> None:
+        deadline = time.monotonic() + self._timeout
+        while not pred():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.0005)
+
+    def wait_used(self, q: int, n: int = 1) -> list[Used]:
+        """Wait for ``n`` new used entries on queue ``q``; return them."""
+        got: list[Used] = []
+
+        def more() -> bool:
+            got.extend(self.used(q))
+            return len(got) >= n
+        self.wait(more, f"{n} used entries on queue {q}")
+        return got

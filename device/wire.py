@@ -1,0 +1,268 @@
+"""The host wire: a Unix-socket server joining a wired :class:`~device.core.FifoDevice` to a
+program on the host.
+
+Protocol: none.  Raw bytes both ways, no framing: what the client sends arrives in the guest's
+RX FIFO (and so in its ``read()``s), what the guest ``write()``s comes out to the client.
+
+One client at a time.  A connection while one is live is refused: closed at once, with a
+warning in the log.  EOF from the client ends its session (half-close is not supported: a
+client that has finished sending but still reads keeps its write side open).  A new client
+then continues the stream where the last one left it: TX FIFO bytes, and host bytes this
+server received but the device has not taken yet, stay queued across clients.  (Bytes the
+kernel already accepted into a client's socket are that client's; if it leaves without
+reading them they are gone with it.)
+
+Flow control, with nothing dropped::
+
+    client --recv_into(<= min(chunk, host_rx_space()))--> host_write --> RX FIFO --> guest RX
+        The reader is removed while host_rx_space() is 0 (RX FIFO full, or the device not
+        READY) or while received bytes are still held; the socket then fills and the client's
+        send() blocks.  After each doorbell the core calls wake_host() (= kick()), and the
+        reader comes back as soon as there is room.
+
+    guest TX --> TX FIFO --host_tx_peek()--> send() --host_tx_commit(sent)--> (TX FIFO space)
+        Bytes leave the TX FIFO only once the socket took them.  While the socket's buffer is
+        full a writer waits for it to drain; while no client is connected the bytes stay in the
+        TX FIFO, and TX requests wait behind them.
+
+State::
+
+    NEW --start()--> LISTENING --close()--> CLOSED        (close() also from NEW)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from .core import FifoDevice
+from .errors import TransportError
+from .ivshmem import State, listen_unix
+
+__all__ = ["HostWire", "DEFAULT_CHUNK"]
+
+DEFAULT_CHUNK = 65536       # most bytes received from the client per read
+
+
+class HostWire:
+    """Serve the host end of ``core``'s wire on the Unix socket ``path``."""
+
+    def __init__(self, path: str, core: FifoDevice, logger: logging.Logger | None = None,
+                 chunk: int = DEFAULT_CHUNK) -> None:
+        if not core.host_wire:
+            raise TransportError("a host wire needs a device created with host_wire=True")
+        self.path = path
+        self.core = core
+        self.log = logger or logging.getLogger("fifolab.wire")
+        self.state = State.NEW
+        self.bytes_in = 0           # host -> device, taken by the device
+        self.bytes_out = 0          # device -> host, taken by a client's socket
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: socket.socket | None = None
+        self._client: socket.socket | None = None
+        self._client_no = 0
+        self._session = [0, 0]      # this client's bytes in, out
+        self._reading = False
+        self._writing = False
+        self._update_soon = False
+        self._inbuf = bytearray(chunk)
+        self._in = memoryview(self._inbuf)
+        self._held = (0, 0)         # _inbuf[start:end]: received, not yet taken by the device
+
+    # ---- state ----
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    @property
+    def held(self) -> int:
+        """Bytes received from a client that the device has not taken yet."""
+        return self._held[1] - self._held[0]
+
+    # ---- life cycle ----
+
+    async def start(self) -> None:
+        if self.state is not State.NEW:
+            raise TransportError(f"start() in state {self.state.value}")
+        self._loop = asyncio.get_running_loop()
+        self._listener = listen_unix(self.path)
+        self._loop.add_reader(self._listener.fileno(), self._on_accept)
+        self.state = State.LISTENING
+        self.log.info("host wire listening on %s", self.path)
+
+    def close(self) -> None:
+        """Drop the client, stop listening, unlink the socket."""
+        if self.state is State.CLOSED:
+            return
+        was_listening = self.state is State.LISTENING
+        self.state = State.CLOSED
+        self._drop_client("wire closing")
+        if self._listener is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+        if was_listening:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+        if self.held:
+            self.log.warning("%d received host bytes never reached the guest", self.held)
+        self._in.release()
+        if was_listening:
+            self.log.info("host wire closed (in %d, out %d bytes)", self.bytes_in,
+                          self.bytes_out)
+
+    # ---- the device's side ----
+
+    def kick(self) -> None:
+        """The device may take or give bytes now (its ``wake_host``): look again, soon."""
+        if self._update_soon or self.state is not State.LISTENING:
+            return
+        self._update_soon = True
+        self._loop.call_soon(self._update)
+
+    def _update(self) -> None:
+        """Push held bytes, send TX FIFO bytes, and read again if the device has room."""
+        self._update_soon = False
+        if self.state is not State.LISTENING:
+            return
+        self._push_held()
+        if not self._writing:
+            self._send_pending()
+        self._set_reading(self._client is not None and not self.held
+                          and self.core.host_rx_space() > 0)
+
+    def _push_held(self) -> None:
+        start, end = self._held
+        if start == end:
+            return
+        n = self.core.host_write(self._in[start:end])
+        self._took_in(n)
+        self._held = (0, 0) if start + n == end else (start + n, end)
+
+    def _took_in(self, n: int) -> None:
+        self.bytes_in += n
+        self._session[0] += n
+
+    # ---- the client's side ----
+
+    def _on_accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self.log.warning("wire accept failed: %s", err)
+            return
+        if self._client is not None:
+            self.log.warning("refusing a second host wire client on %s: client #%d is "
+                             "connected (one at a time)", self.path, self._client_no)
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._client = sock
+        self._client_no += 1
+        self._session = [0, 0]
+        self.log.info("wire client #%d connected (%d TX bytes queued, %d host bytes held)",
+                      self._client_no, self.core.host_tx_pending(), self.held)
+        self._update()
+
+    def _drop_client(self, why: str) -> None:
+        sock, self._client = self._client, None
+        if sock is None:
+            return
+        self._set_reading(False, sock)
+        self._set_writing(False, sock)
+        sock.close()
+        self.log.info("wire client #%d gone: %s (in %d, out %d bytes)", self._client_no, why,
+                      *self._session)
+
+    def _on_readable(self) -> None:
+        sock = self._client
+        if sock is None:
+            return
+        space = self.core.host_rx_space()
+        if space <= 0 or self.held:
+            self._set_reading(False)            # woken again by kick()
+            return
+        try:
+            n = sock.recv_into(self._in[:min(space, len(self._in))])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as err:
+            self._drop_client(f"receive failed: {err}")
+            return
+        if n == 0:
+            self._drop_client("disconnected")
+            return
+        took = self.core.host_write(self._in[:n])
+        self._took_in(took)
+        if took < n:
+            self._held = (took, n)
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("wire in: %d bytes received, %d taken (RX FIFO space now %d)", n,
+                           took, self.core.host_rx_space())
+        if self.held or not self.core.host_rx_space():
+            self._set_reading(False)
+
+    def _on_writable(self) -> None:
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        """Send TX FIFO bytes until none are left or the socket is full (then wait for it)."""
+        sock = self._client
+        if sock is None:
+            return
+        blocked = False
+        sent_total = 0
+        while self.core.host_tx_pending():
+            view = self.core.host_tx_peek()
+            want = len(view)
+            try:
+                sent = sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as err:
+                view.release()
+                self._drop_client(f"send failed: {err}")
+                return
+            view.release()
+            if sent:
+                self.core.host_tx_commit(sent)
+                sent_total += sent
+            if sent < want:
+                blocked = True
+                break
+        self.bytes_out += sent_total
+        self._session[1] += sent_total
+        if sent_total and self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug("wire out: %d bytes sent (%d still queued%s)", sent_total,
+                           self.core.host_tx_pending(), ", socket full" if blocked else "")
+        self._set_writing(blocked)
+
+    # ---- event-loop registrations ----
+
+    def _set_reading(self, on: bool, sock: socket.socket | None = None) -> None:
+        sock = sock or self._client
+        if on == self._reading or sock is None:
+            return
+        self._reading = on
+        if on:
+            self._loop.add_reader(sock.fileno(), self._on_readable)
+        elif not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+
+    def _set_writing(self, on: bool, sock: socket.socket | None = None) -> None:
+        sock = sock or self._client
+        if on == self._writing or sock is None:
+            return
+        self._writing = on
+        if on:
+            self._loop.add_writer(sock.fileno(), self._on_writable)
+        elif not self._loop.is_closed():
+            self._loop.remove_writer(sock.fileno())
