@@ -355,6 +355,7 @@ class Lab:
              check_log: bool = True) -> ExecResult:
         """Run a shell command in the guest; returns its status and output."""
         text = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        self.check_alive()
         result = self._run(self._exec(text, timeout, input))
         if check_log:
             self.kmsg.check()
