@@ -286,7 +286,10 @@ class Lab:
         self._qga.await_greeting = False
         self._qga.negotiate = False
         await self._qga.connect(str(self.run_dir / "qga.sock"))
-        deadline = time.monotonic() + self.cfg.boot_timeout
+        # A KVM guest hangs in early boot on some hosts: give it seconds, not minutes.
+        boot_timeout = min(self.cfg.boot_timeout, 20.0) if self.cfg.accel == "kvm" \
+            else self.cfg.boot_timeout
+        deadline = time.monotonic() + boot_timeout
         token = 0
         while True:
             self.check_alive()
@@ -295,8 +298,10 @@ class Lab:
                 from .kmsg import KernelLogError
                 raise KernelLogError(found)
             if time.monotonic() > deadline:
+                hint = " Under KVM the guest may hang in early boot here: use --accel tcg." \
+                    if self.cfg.accel == "kvm" else ""
                 raise GuestTimeout(f"the guest agent did not answer within "
-                                   f"{self.cfg.boot_timeout:.0f} s of boot. Console:\n"
+                                   f"{boot_timeout:.0f} s of boot.{hint} Console:\n"
                                    f"{self.kmsg.tail()}")
             token += 1
             try:
