@@ -32,6 +32,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -67,11 +68,50 @@ class LabConfig:
     smp: int = 2
     accel: str = "tcg"
     fifo_depth: int = 65536
+    wired: tuple[int, ...] = ()       # devices wired to a host socket instead of loopback
     load_driver: bool = True
     shell: bool = False               # interactive console on this terminal
     boot_timeout: float = 120.0
     model_debug: bool = False
     append: str = ""
+
+
+@dataclasses.dataclass
+class GuestJob:
+    cmd: str
+    pid: int
+    started: float
+
+
+class HostWire:
+    """The host end of a wired device: bytes sent arrive in the guest's read FIFO, what the
+    guest writes comes out here.  Raw bytes, no framing; flow control is the device's."""
+
+    def __init__(self, path: Path, timeout: float = 30.0):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_exactly(self, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise LabError(f"the wire closed after {len(buf)} of {n} bytes")
+            buf += chunk
+        return bytes(buf)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "HostWire":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 @dataclasses.dataclass
@@ -176,14 +216,16 @@ class Lab:
         with open(self.ram_path, "wb") as f:
             f.truncate(self.cfg.memory_mb << 20)
         sockets = [self.run_dir / f"model{i}.sock" for i in range(self.cfg.devices)]
+        specs = [f"{s}:{self.run_dir / f'wire{i}.sock'}" if i in self.cfg.wired else str(s)
+                 for i, s in enumerate(sockets)]
         cmd = [sys.executable, "-m", "device", "--ram-path", str(self.ram_path),
                "--ram-size", str(self.cfg.memory_mb << 20),
                "--fifo-depth", str(self.cfg.fifo_depth),
                "--log", str(self.run_dir / "model.log")]
         if self.cfg.model_debug:
             cmd.append("--debug")
-        for s in sockets:
-            cmd += ["--socket", str(s)]
+        for spec in specs:
+            cmd += ["--socket", spec]
         self.model = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, cwd=images.REPO,
                                       start_new_session=True, preexec_fn=_die_with_parent)
@@ -367,23 +409,29 @@ class Lab:
         return result
 
     async def _exec(self, cmd: str, timeout: float, input: bytes | None) -> ExecResult:
+        job = await self._exec_start(cmd, input)
+        return await self._exec_wait(job, timeout)
+
+    async def _exec_start(self, cmd: str, input: bytes | None) -> "GuestJob":
         args: dict[str, Any] = {"path": "/bin/sh", "arg": ["-c", cmd], "capture-output": True}
         if input is not None:
             args["input-data"] = base64.b64encode(input).decode()
-        t0 = time.monotonic()
         pid = (await self._qga.execute("guest-exec", args))["pid"]
+        return GuestJob(cmd, pid, time.monotonic())
+
+    async def _exec_wait(self, job: "GuestJob", timeout: float) -> ExecResult:
         delay = 0.005
         while True:
-            st = await self._qga.execute("guest-exec-status", {"pid": pid})
+            st = await self._qga.execute("guest-exec-status", {"pid": job.pid})
             if st.get("exited"):
                 break
             self.check_alive()
-            if time.monotonic() - t0 > timeout:
+            if time.monotonic() - job.started > timeout:
                 with contextlib.suppress(Exception):
                     await self._qga.execute("guest-exec", {
-                        "path": "/bin/kill", "arg": ["-9", str(pid)]})
-                raise GuestTimeout(f"guest command did not finish in {timeout:.0f} s: {cmd}\n"
-                                   f"--- console (last lines)\n{self.kmsg.tail()}")
+                        "path": "/bin/kill", "arg": ["-9", str(job.pid)]})
+                raise GuestTimeout(f"guest command did not finish in {timeout:.0f} s: "
+                                   f"{job.cmd}\n--- console (last lines)\n{self.kmsg.tail()}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
         out = base64.b64decode(st.get("out-data", "")).decode(errors="replace")
@@ -391,7 +439,53 @@ class Lab:
         rc = st.get("exitcode")
         if rc is None:
             rc = 128 + st.get("signal", 0)
-        return ExecResult(cmd, rc, out, err, time.monotonic() - t0)
+        return ExecResult(job.cmd, rc, out, err, time.monotonic() - job.started)
+
+    def spawn(self, cmd: str | list[str], input: bytes | None = None) -> "GuestJob":
+        """Start a guest command in the background; `wait()` collects it."""
+        text = cmd if isinstance(cmd, str) else shlex.join(cmd)
+        self.check_alive()
+        return self._run(self._exec_start(text, input))
+
+    def wait(self, job: "GuestJob", timeout: float = 120.0, check_log: bool = True) -> ExecResult:
+        result = self._run(self._exec_wait(job, timeout))
+        if check_log:
+            self.kmsg.check()
+        return result
+
+    def wait_for_guest_file(self, path: str, timeout: float = 60.0,
+                            job: "GuestJob | None" = None) -> None:
+        """Wait until `path` exists in the guest (a program's "I am armed" signal)."""
+        deadline = time.monotonic() + timeout
+        while self.exec(f"test -e {shlex.quote(path)}", check_log=False).returncode != 0:
+            if job is not None:
+                st = self._run(self._qga.execute("guest-exec-status", {"pid": job.pid}))
+                if st.get("exited"):
+                    res = self._run(self._exec_wait(job, 1))
+                    raise LabError(f"{job.cmd} exited ({res.returncode}) before it created "
+                                   f"{path}:\n{res.stdout}{res.stderr}")
+            if time.monotonic() > deadline:
+                raise GuestTimeout(f"{path} did not appear in the guest within {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def counters(self, node: int = 0) -> dict[str, int]:
+        """The driver's sysfs counters of /dev/fifolab<node>, by name."""
+        res = self.exec(f"grep -s . /sys/class/fifolab/fifolab{node}/*", check_log=False)
+        out = {}
+        for line in res.stdout.splitlines():
+            path, _, value = line.partition(":")
+            with contextlib.suppress(ValueError):
+                out[path.rsplit("/", 1)[-1]] = int(value.strip())
+        return out
+
+    # ------------------------------------------------------------ the host side of a wired device
+
+    def wire(self, device: int) -> "HostWire":
+        """A connection to a wired device's host socket (LabConfig.wired)."""
+        if device not in self.cfg.wired:
+            raise LabError(f"device {device} is not wired to the host: "
+                           f"start the lab with LabConfig(wired=({device},))")
+        return HostWire(self.run_dir / f"wire{device}.sock")
 
     def put(self, host: str | Path, guest: str | None = None) -> str:
         """Copy a host file into the guest (default /tmp/<basename>), keeping its mode."""

@@ -386,10 +386,22 @@ def build_initramfs(kernel: Kernel, driver: Path, programs: Path) -> Path:
     return dest
 
 
-def build(driver_src: Path = DRIVER_SRC, programs_src: Path = PROGRAMS_SRC) -> Image:
-    """Everything the lab boots, built where missing; returns the paths."""
+KERNELS = ("default", "debug")
+
+
+def build(driver_src: Path = DRIVER_SRC, programs_src: Path = PROGRAMS_SRC,
+          kernel_name: str = "default") -> Image:
+    """Everything the lab boots, built where missing; returns the paths.
+
+    `kernel_name` is "default" (Debian's production kernel) or "debug" (strict mode)."""
     require_host_tools()
-    kernel = fetch_kernel()
+    if kernel_name == "debug":
+        from .debug import build_debug_kernel
+        kernel = build_debug_kernel()
+    elif kernel_name == "default":
+        kernel = fetch_kernel()
+    else:
+        raise BuildError(f"unknown kernel {kernel_name!r}: choose one of {', '.join(KERNELS)}")
     driver = build_driver(kernel, driver_src)
     programs = build_programs(programs_src)
     initrd = build_initramfs(kernel, driver, programs)
