@@ -22,14 +22,15 @@ from .lab import Lab, LabConfig, LabError
 
 def _config(args: argparse.Namespace, **over) -> LabConfig:
     cfg = LabConfig(devices=args.devices, memory_mb=args.memory, accel=args.accel,
-                    fifo_depth=args.fifo_depth, model_debug=args.model_debug)
+                    fifo_depth=args.fifo_depth, model_debug=args.model_debug,
+                    kernel=args.kernel)
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    img = images.build()
+    img = images.build(kernel_name=args.kernel)
     print(f"kernel   {img.kernel.abi} ({img.kernel.version})  {img.vmlinux}")
     print(f"driver   {img.driver}")
     print(f"initrd   {img.initrd}")
@@ -38,7 +39,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    image = images.build()
+    image = images.build(kernel_name=args.kernel)
     build_s = time.monotonic() - t0
     devices = max(args.devices, max(c.devices for c in CHECKS))
     rows = []
@@ -127,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--model-debug", action="store_true",
                         help="device model logs doorbells, descriptors and interrupts")
         sp.add_argument("--timeout", type=float, default=300, help="per command, seconds")
+        kernel_opt(sp)
+
+    def kernel_opt(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--kernel", choices=images.KERNELS, default="default",
+                        help="default: Debian's kernel; debug: strict mode (KASAN, lockdep, "
+                             "kmemleak), built from linux-source-6.1 the first time")
 
     sp = sub.add_parser("check", help="boot and run the end-to-end checks")
     lab_opts(sp)
@@ -145,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_shell)
 
     sp = sub.add_parser("build", help="build the guest image")
+    kernel_opt(sp)
     sp.set_defaults(func=cmd_build)
     return p
 

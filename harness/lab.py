@@ -69,6 +69,7 @@ class LabConfig:
     accel: str = "tcg"
     fifo_depth: int = 65536
     wired: tuple[int, ...] = ()       # devices wired to a host socket instead of loopback
+    kernel: str = "default"           # "default" (Debian's) or "debug" (strict mode)
     load_driver: bool = True
     shell: bool = False               # interactive console on this terminal
     boot_timeout: float = 120.0
@@ -209,7 +210,7 @@ class Lab:
 
     def _pre_launch(self) -> None:
         if self.image is None:
-            self.image = images.build()
+            self.image = images.build(kernel_name=self.cfg.kernel)
         self.run_dir = Path(tempfile.mkdtemp(prefix="fifolab-"))
         self.kmsg = KernelLogWatcher(self.run_dir / "console.log")
         self.ram_path = Path(f"/dev/shm/fifolab-{os.getpid()}-{secrets.token_hex(4)}.ram")
@@ -275,6 +276,24 @@ class Lab:
         self.boot_seconds = time.monotonic() - self._t_launch
         self.check_alive()
         self.kmsg.check()
+        if self.strict:
+            # Leaks are judged from here on: forget what boot left behind.
+            self.exec("echo clear > /sys/kernel/debug/kmemleak").check()
+
+    @property
+    def strict(self) -> bool:
+        """Strict mode: the debug kernel, with KASAN, lockdep and kmemleak."""
+        return self.cfg.kernel == "debug"
+
+    def leak_check(self) -> None:
+        """Strict mode: scan for leaks now; a suspected leak fails like any kernel report."""
+        if not self.strict:
+            return
+        self.exec("echo scan > /sys/kernel/debug/kmemleak", timeout=300).check()
+        res = self.exec("cat /sys/kernel/debug/kmemleak").check()
+        if res.stdout.strip():
+            from .kmsg import KernelLogError, Report
+            raise KernelLogError([Report("kmemleak", res.stdout.splitlines()[:60])])
 
     def close(self) -> None:
         """Stop QEMU and the model and remove every file of the run; safe to call twice."""

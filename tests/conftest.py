@@ -2,6 +2,24 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--kernel", choices=("default", "debug"),
+                     default=os.environ.get("FIFOLAB_KERNEL", "default"),
+                     help="guest kernel of the end-to-end tests: default (Debian's) or debug "
+                          "(strict mode: KASAN, lockdep, kmemleak); env FIFOLAB_KERNEL")
+
+
+@pytest.fixture(scope="session")
+def kernel(request) -> str:
+    return request.config.getoption("--kernel")
+
+
+def pytest_report_header(config):
+    return f"fifolab guest kernel: {config.getoption('--kernel')}"

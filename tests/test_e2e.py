@@ -13,9 +13,10 @@ pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
-def lab():
-    with Lab(LabConfig(devices=2)) as lab:
+def lab(kernel):
+    with Lab(LabConfig(devices=2, kernel=kernel)) as lab:
         yield lab
+        lab.leak_check()
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])

@@ -26,7 +26,18 @@ def leftovers() -> set[str]:
     return procs | shm | runs
 
 
+KERNEL = os.environ.get("FIFOLAB_KERNEL", "default")
+
+
+@pytest.fixture(autouse=True)
+def _kernel_for_cli(kernel):
+    global KERNEL
+    KERNEL = kernel
+
+
 def fifolab(*args, **kw):
+    if args and args[0] in ("exec", "check", "shell"):
+        args = (args[0], "--kernel", KERNEL, *args[1:])
     return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600, **kw)
 
@@ -48,7 +59,8 @@ def test_exec_propagates_exit_status():
 
 def test_interrupted_run_leaves_nothing():
     before = leftovers()
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "exec", "--", "sleep", "600"],
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "exec", "--kernel", KERNEL,
+                             "--", "sleep", "600"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # Wait until the VM is up (QEMU running), then Ctrl-C the harness.
     deadline = time.monotonic() + 120
@@ -64,16 +76,16 @@ def test_interrupted_run_leaves_nothing():
     assert leftovers() - before == set()
 
 
-def test_kernel_warning_fails_the_run():
-    with Lab(LabConfig()) as lab:
+def test_kernel_warning_fails_the_run(kernel):
+    with Lab(LabConfig(kernel=kernel)) as lab:
         lab.exec("true").check()
         with pytest.raises(KernelLogError) as err:
             lab.exec("echo 'WARNING: CPU: 0 PID: 1 at fake.c:1 injected' > /dev/kmsg; sleep 0.5")
         assert "injected" in str(err.value)
 
 
-def test_dead_model_is_noticed():
-    with Lab(LabConfig()) as lab:
+def test_dead_model_is_noticed(kernel):
+    with Lab(LabConfig(kernel=kernel)) as lab:
         lab.model.kill()
         lab.model.wait()
         with pytest.raises(LabError, match="device model died"):
@@ -88,7 +100,7 @@ def test_shell_is_interactive():
     pid, fd = pty.fork()
     if pid == 0:
         os.chdir(REPO)
-        os.execv(sys.executable, [sys.executable, "-m", "harness", "shell"])
+        os.execv(sys.executable, [sys.executable, "-m", "harness", "shell", "--kernel", KERNEL])
     out = b""
 
     def read_until(token: bytes, timeout: float) -> bool:
