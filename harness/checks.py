@@ -1,24 +1,52 @@
 """The end-to-end checks that ``fifolab check`` runs in a booted lab.
 
-Each check is a guest shell command that exits 0 on success; the guest programs
-(``fifotest``) assert on data, byte counts and errno values themselves.  The pytest suite
-(tests/test_e2e.py) runs the same list, one test each, so the two never drift apart.
+Each check is a guest shell command that exits 0 on success; the guest programs assert on
+data, byte counts and errno values themselves.  A check with ``inject`` is armed first (the
+program creates its ready file), then the harness sends that many bytes from the host side of
+the wired device, so the notification or completion it waits for has no guest writer.  The
+pytest suite (tests/test_e2e.py) runs the same list, one test each.
+
+The lab of the checks (``lab_config``): /dev/fifolab0 and /dev/fifolab1 loop back,
+/dev/fifolab2 is wired to a host socket.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import time
+
+from .kmsg import KernelLogError
+from .lab import Lab, LabConfig, LabError
 
 DEV0 = "/dev/fifolab0"
 DEV1 = "/dev/fifolab1"
+WIRED = 2
+DEVW = f"/dev/fifolab{WIRED}"
+
+PATHS = ("driver", "sync", "non-blocking", "poll", "SIGIO", "POSIX AIO", "libaio", "io_uring")
+
+
+def pattern(n: int) -> bytes:
+    """The bytes the harness injects: byte i is (i * 7 + 3) mod 251 (the programs check it)."""
+    period = bytes((i * 7 + 3) % 251 for i in range(251))
+    return (period * (n // 251 + 1))[:n]
 
 
 @dataclasses.dataclass(frozen=True)
 class Check:
     name: str
-    cmd: str
-    devices: int = 1          # devices the lab needs for this check
-    expect: str | None = None  # text stdout must contain
+    cmd: str                    # may use {ready}: the file the program creates once armed
+    path: str = "sync"          # the I/O path it exercises (one of PATHS)
+    expect: str | None = None   # text stdout must contain
+    inject: int = 0             # bytes the host sends into DEVW once the program is armed
+
+
+@dataclasses.dataclass
+class Outcome:
+    ok: bool
+    seconds: float
+    detail: str = ""
 
 
 def _loop(size: int, offset: int = 0) -> Check:
@@ -28,7 +56,7 @@ def _loop(size: int, offset: int = 0) -> Check:
 
 CHECKS: list[Check] = [
     Check("driver binds", f"test -c {DEV0} && grep -q '^fifolab ' /proc/modules "
-                          f"&& ls /sys/class/fifolab/"),
+                          f"&& ls /sys/class/fifolab/", path="driver"),
     Check("hello through the FIFO",
           f"printf hello > {DEV0} && dd if={DEV0} bs=5 count=1 2>/dev/null", expect="hello"),
     _loop(1),
@@ -38,12 +66,46 @@ CHECKS: list[Check] = [
     _loop(65536, 7),
     _loop(200000, 4095),
     _loop(1 << 20, 123),
-    Check("non-blocking read of an empty FIFO: EAGAIN", f"fifotest nonblock-empty {DEV0}"),
     Check("blocked reader woken by another process's write", f"fifotest wake {DEV0}"),
     Check("signal interrupts a blocked read", f"fifotest signal {DEV0}"),
     Check("bad user pointers: EFAULT", f"fifotest efault {DEV0}"),
-    Check("two devices, two independent nodes", f"fifotest two {DEV0} {DEV1}", devices=2),
+    Check("two devices, two independent nodes", f"fifotest two {DEV0} {DEV1}"),
+    Check("non-blocking read of an empty FIFO: EAGAIN", f"fifotest nonblock-empty {DEV0}",
+          path="non-blocking"),
+    Check("host data reaches a blocking read",
+          f"touch {{ready}}; dd if={DEVW} bs=4096 count=1 2>/dev/null | od -An -tx1 | head -1",
+          inject=16, expect=" ".join(f"{b:02x}" for b in pattern(16))),
     Check("rmmod, insmod, works again",
           f"rmmod fifolab && test ! -e {DEV0} && insmod /lib/modules/fifolab.ko "
-          f"&& fifotest loop {DEV0} 100000 3", devices=1, expect="ok 100000"),
+          f"&& fifotest loop {DEV0} 100000 3", path="driver", expect="ok 100000"),
 ]
+
+
+def lab_config(**over) -> LabConfig:
+    cfg = LabConfig(devices=3, wired=(WIRED,))
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+_ready_ids = itertools.count()
+
+
+def run_check(lab: Lab, check: Check, timeout: float = 300) -> Outcome:
+    """Run one check; a failure's detail holds the program's output or the kernel report."""
+    t = time.monotonic()
+    try:
+        if check.inject:
+            ready = f"/tmp/fifolab-ready.{next(_ready_ids)}"
+            job = lab.spawn(check.cmd.format(ready=ready))
+            lab.wait_for_guest_file(ready, job=job)
+            with lab.wire(WIRED) as wire:
+                wire.send(pattern(check.inject))
+                res = lab.wait(job, timeout)
+        else:
+            res = lab.exec(check.cmd, timeout=timeout)
+        ok = res.returncode == 0 and (check.expect is None or check.expect in res.stdout)
+        detail = "" if ok else f"$ {res.cmd}\nexit {res.returncode}\n{res.stdout}{res.stderr}"
+    except (KernelLogError, LabError) as err:
+        ok, detail = False, str(err)
+    return Outcome(ok, time.monotonic() - t, detail)

@@ -15,7 +15,7 @@ import sys
 import time
 
 from images import build as images
-from .checks import CHECKS
+from .checks import CHECKS, Outcome, lab_config, run_check
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
 
@@ -41,38 +41,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     image = images.build(kernel_name=args.kernel)
     build_s = time.monotonic() - t0
-    devices = max(args.devices, max(c.devices for c in CHECKS))
-    rows = []
-    with Lab(_config(args, devices=devices), image) as lab:
+    rows: list[tuple[str, str, Outcome]] = []
+
+    def record(name: str, path: str, out: Outcome) -> None:
+        rows.append((name, path, out))
+        print(f"  {'PASS' if out.ok else 'FAIL'}  {out.seconds:6.2f} s  [{path}] {name}",
+              flush=True)
+        if out.detail:
+            print("        " + out.detail.replace("\n", "\n        "))
+
+    cfg = _config(args)
+    with Lab(lab_config(**{k: getattr(cfg, k) for k in (
+            "memory_mb", "accel", "fifo_depth", "model_debug", "kernel")}), image) as lab:
         print(f"booted: {lab.boot_seconds:.2f} s to ready (QEMU start to guest agent "
-              f"answering, driver loaded)", flush=True)
+              f"answering, driver loaded){' [strict mode]' if lab.strict else ''}", flush=True)
         for check in CHECKS:
-            if args.filter and args.filter not in check.name:
+            if args.filter and args.filter not in check.name and args.filter != check.path:
                 continue
-            t = time.monotonic()
-            try:
-                res = lab.exec(check.cmd, timeout=args.timeout)
-                ok = res.returncode == 0 and (check.expect is None or check.expect in res.stdout)
-                detail = "" if ok else (f"exit {res.returncode}\n{res.stdout}{res.stderr}")
-            except KernelLogError as err:
-                ok, detail = False, str(err)
-            except LabError as err:
-                ok, detail = False, str(err)
-            dt = time.monotonic() - t
-            rows.append((check.name, ok, dt))
-            print(f"  {'PASS' if ok else 'FAIL'}  {dt:6.2f} s  {check.name}", flush=True)
-            if detail:
-                print("        " + detail.replace("\n", "\n        "))
+            record(check.name, check.path, run_check(lab, check, args.timeout))
             if not lab_usable(lab):
                 break
+        else:
+            if lab.strict:
+                t = time.monotonic()
+                try:
+                    lab.leak_check()
+                    out = Outcome(True, time.monotonic() - t)
+                except (KernelLogError, LabError) as err:
+                    out = Outcome(False, time.monotonic() - t, str(err))
+                record("kmemleak scan: no leaks", "driver", out)
+        boot = lab.boot_seconds
     width = max(len(r[0]) for r in rows)
+    pwidth = max(len(r[1]) for r in rows)
     print()
-    print(f"{'check':<{width}}  result  time")
-    print(f"{'-' * width}  ------  ------")
-    for name, ok, dt in rows:
-        print(f"{name:<{width}}  {'pass' if ok else 'FAIL':<6}  {dt:5.2f}s")
-    failed = sum(not ok for _, ok, _ in rows)
-    print(f"\nboot-to-ready {lab.boot_seconds:.2f} s, image build {build_s:.2f} s")
+    print(f"{'path':<{pwidth}}  {'check':<{width}}  result  time")
+    print(f"{'-' * pwidth}  {'-' * width}  ------  ------")
+    for name, path, out in rows:
+        print(f"{path:<{pwidth}}  {name:<{width}}  {'pass' if out.ok else 'FAIL':<6}  "
+              f"{out.seconds:5.2f}s")
+    failed = sum(not out.ok for _, _, out in rows)
+    print(f"\nboot-to-ready {boot:.2f} s, image build {build_s:.2f} s")
     print(f"{len(rows) - failed} passed, {failed} failed")
     return 1 if failed else 0
 

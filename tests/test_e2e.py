@@ -6,25 +6,23 @@ One lab (two devices) serves the module; each of harness.checks.CHECKS is a test
 
 import pytest
 
-from harness.checks import CHECKS
-from harness.lab import Lab, LabConfig
+from harness.checks import CHECKS, lab_config, run_check
+from harness.lab import Lab
 
 pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
 def lab(kernel):
-    with Lab(LabConfig(devices=2, kernel=kernel)) as lab:
+    with Lab(lab_config(kernel=kernel)) as lab:
         yield lab
         lab.leak_check()
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=[c.name for c in CHECKS])
 def test_check(lab, check):
-    res = lab.exec(check.cmd, timeout=300)
-    assert res.returncode == 0, f"{check.cmd}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
-    if check.expect:
-        assert check.expect in res.stdout
+    out = run_check(lab, check)
+    assert out.ok, out.detail
 
 
 def test_exit_status_and_stderr(lab):
