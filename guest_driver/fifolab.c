@@ -31,11 +31,67 @@
  * the pinned pages belong to the device; the request is reachable through
  * queue->inflight[head], and only fifolab_complete() (under queue->lock)
  * ends that.  An owner that gives up on a POSTED request marks it ORPHANED
- * and forgets it; whoever later completes it hands it to orphan_work (or, in
+ * and forgets it; whoever later completes it hands it to done_work (or, in
  * remove(), frees it directly) -- the pages stay pinned until the device is
- * known to be done with them.  The async (AIO) path will be another kind of
- * owner: fifolab_complete() will queue the completion to a worker instead
- * of waking a sleeping task.
+ * known to be done with them.
+ *
+ * Asynchronous requests (a kiocb with ki_complete: libaio, io_uring) have
+ * no sleeping owner.  fifolab_aio_submit() pins and maps the buffer (the
+ * iov_iter is the submitter's and gone once we return), posts one request
+ * and returns -EIOCBQUEUED; from then on the request and the kiocb belong
+ * to the completion path:
+ *
+ *   used entry --fifolab_irq() (hard IRQ, q->lock)--> fifolab_complete():
+ *     DONE, moved from q->aios to q->aio_done, done_work scheduled
+ *   done_work (process context, no lock held) --> fifolab_aio_finish():
+ *     clear iocb->private, unmap, unpin (dirtying pages the device wrote),
+ *     ki_complete(bytes or -errno) -- exactly once, and only if we returned
+ *     -EIOCBQUEUED; for any other return value the caller completes it.
+ *
+ * Cancelling an async request (io_cancel(2); io_destroy(2) and exit, where
+ * the aio core cancels every pending kiocb; async_timeout_ms; an exiting
+ * io_uring submitter, see fifolab_flush()) only flags its head CANCEL and
+ * rings.  The device then returns it with status CANCELLED and the bytes
+ * already moved, and it completes as above: -ECANCELED (-ETIMEDOUT for the
+ * timeout) if nothing moved, else the count (a write the FIFO took part of).
+ * The aio cancel callback runs under the aio ctx_lock with IRQs off and
+ * takes q->lock; the completion path never calls ki_complete() (which takes
+ * ctx_lock) with q->lock held, so the two cannot deadlock.  It finds the
+ * request through iocb->private, which fifolab_aio_finish() clears under
+ * q->lock before the request is freed.  remove() completes every async
+ * request still in flight with -ENODEV.
+ *
+ * How each user-space API reaches the driver (Debian's 6.1 kernel):
+ *
+ *   read(2)/write(2), readv/writev, pread/pwrite: ->read_iter/->write_iter
+ *     with a sync kiocb (ki_complete == NULL): the task sleeps in
+ *     fifolab_req_wait().  pread/pwrite fail with -ESPIPE (stream_open).
+ *   O_NONBLOCK: not turned into IOCB_NOWAIT (kiocb flags come from
+ *     f_iocb_flags), so both are checked: -EAGAIN before anything is pinned
+ *     if nothing can move, then a device NOWAIT request.  preadv2/pwritev2
+ *     RWF_NOWAIT set IOCB_NOWAIT; they need FMODE_NOWAIT (set in open).
+ *   poll/select/epoll (and aio IOCB_CMD_POLL, io_uring poll): ->poll, one
+ *     wait queue woken from the interrupt handler and on removal.
+ *   O_ASYNC/F_SETOWN[_EX]/F_SETSIG: ->fasync (fasync_helper); SIGIO from the
+ *     interrupt handler through kill_fasync(), which fills si_band/si_fd;
+ *     __fput() takes the file off the list on release.
+ *   glibc POSIX AIO (aio_read/aio_write): glibc threads call pread/pwrite,
+ *     get -ESPIPE and fall back to read/write: sync kiocbs, never
+ *     -EIOCBQUEUED.
+ *   libaio io_submit: aio_read()/aio_write() call ->read_iter/->write_iter
+ *     with an async kiocb (ki_complete = aio_complete_rw, IOCB_AIO_RW), so
+ *     kiocb_set_cancel_fn() takes effect; any return other than
+ *     -EIOCBQUEUED is completed by aio_rw_done().  io_cancel(2) returns
+ *     -EINPROGRESS and the event arrives later through the ring.
+ *   io_uring READ/WRITE: with FMODE_NOWAIT the request is first issued
+ *     inline with IOCB_NOWAIT; -EAGAIN (nothing can move) arms a poll on
+ *     ->poll and reissues when it fires (IOSQE_ASYNC too: io-wq issues it
+ *     non-blocking and arms the same poll); -EIOCBQUEUED completes through
+ *     ki_complete = io_complete_rw, which queues task_work.  io_uring gives
+ *     no cancel hook and at exit waits only for requests on io_uring files,
+ *     so fifolab_flush() cancels what an exiting process left pending; a
+ *     ring torn down by a live process waits (async_timeout_ms bounds it).
+ *     Registered (fixed) buffers are not user-backed: -EINVAL.
  *
  * The device is not trusted: used entries name heads and byte counts that
  * are checked against what is in flight before anything is completed (a
@@ -43,6 +99,7 @@
  * USED_IDX cannot make the interrupt handler loop for long.
  */
 
+#include <linux/aio.h>
 #include <linux/atomic.h>
 #include <linux/bits.h>
 #include <linux/cdev.h>
@@ -59,6 +116,8 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/pci.h>
+#include <linux/poll.h>
+#include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
@@ -75,10 +134,20 @@
 #define FIFOLAB_MAX_REQ		SZ_1M		/* bytes per request */
 #define FIFOLAB_HW_TIMEOUT_US	USEC_PER_SEC	/* reset, enable (datasheet 3) */
 
+/* causes after which poll() may answer differently */
+#define FIFOLAB_INT_POLL	(FIFOLAB_INT_RX_DONE | FIFOLAB_INT_TX_DONE | \
+				 FIFOLAB_INT_DATA_AVAIL | \
+				 FIFOLAB_INT_SPACE_AVAIL | FIFOLAB_INT_ERROR)
+
 static unsigned int cancel_timeout_ms = 2000;
 module_param(cancel_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(cancel_timeout_ms,
 		 "how long a cancelled request may take to come back (ms)");
+
+static unsigned int async_timeout_ms;
+module_param(async_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(async_timeout_ms,
+		 "cancel an async request still pending after this long (ms, 0 = never)");
 
 static struct class *fifolab_class;
 static dev_t fifolab_devt;
@@ -89,6 +158,19 @@ enum fifolab_req_state {
 	FIFOLAB_REQ_POSTED,	/* device's; in queue->inflight[head] */
 	FIFOLAB_REQ_DONE,	/* owner's again; moved/err are final */
 	FIFOLAB_REQ_ORPHANED,	/* posted, owner gone; freed on completion */
+};
+
+/*
+ * Async request counters (sysfs).  Every request that went -EIOCBQUEUED is
+ * counted once in async_submitted and, when its kiocb is completed, once in
+ * exactly one of completed / cancelled / failed, so
+ * submitted = completed + cancelled + failed + (still pending).
+ */
+struct fifolab_aio_stats {
+	atomic64_t submitted;		/* posted, -EIOCBQUEUED returned */
+	atomic64_t completed;		/* ki_complete(>= 0): bytes moved */
+	atomic64_t cancelled;		/* the device returned it CANCELLED */
+	atomic64_t failed;		/* ki_complete(-errno), not a cancel */
 };
 
 struct fifolab_queue;
@@ -106,13 +188,26 @@ struct fifolab_req {
 	u16 tail;			/* last descriptor, while POSTED */
 	u16 ndesc;
 	u16 head_flags;			/* what we wrote in the head */
-	bool cancelled;			/* owner set FIFOLAB_DESC_F_CANCEL */
+	bool cancelled;			/* FIFOLAB_DESC_F_CANCEL set on the head */
 	bool keep_pinned;		/* device never quiesced: leak pages */
-	struct list_head node;		/* on q->orphans */
+	int cancel_err;			/* async: why cancelled (-ECANCELED...) */
+	struct list_head node;		/* on q->orphans, or async: q->aios
+					 * while POSTED, q->aio_done when DONE
+					 */
 
 	/* written once by fifolab_complete() before state = DONE */
 	u32 moved;			/* bytes the device moved */
 	int err;			/* 0, -EIO or -ENODEV */
+	bool aborted;			/* the device said CANCELLED */
+
+	/* async requests only (iocb != NULL); const once posted */
+	struct kiocb *iocb;		/* completed by fifolab_aio_finish() */
+	struct file *filp;		/* the file it was submitted on */
+	fl_owner_t owner;		/* submitter's files: a cookie, never
+					 * dereferenced (see fifolab_flush())
+					 */
+	unsigned long deadline;		/* jiffies, if @timed */
+	bool timed;			/* async_timeout_ms was set at submit */
 
 	struct page *pages[];		/* const: npages pinned pages */
 };
@@ -148,6 +243,8 @@ struct fifolab_queue {
 	u16 *next;			/* [QUEUE_SIZE] free list and chain links */
 	struct fifolab_req **inflight;	/* [QUEUE_SIZE] by head: posted requests */
 	struct list_head orphans;	/* ORPHANED requests the device completed */
+	struct list_head aios;		/* POSTED async requests, oldest first */
+	struct list_head aio_done;	/* DONE async requests for done_work */
 	struct fifolab_queue_stats stats;
 };
 
@@ -164,18 +261,30 @@ struct fifolab_dev {
 
 	struct fifolab_queue queue[FIFOLAB_NUM_QUEUES];
 
-	spinlock_t irq_lock;		/* serialises the ack of both vectors */
+	/*
+	 * irq_lock serialises the ack of both vectors, and lets poll() read
+	 * BAR2 registers without holding a request: remove() sets @removed
+	 * under it before BAR2 goes (fifolab_read_levels()).
+	 */
+	spinlock_t irq_lock;
 	u32 int_acked;			/* P: irq_lock; last INT_ACKED written */
 	u64 irqs;			/* P: irq_lock */
 
 	/*
-	 * remove() sets @removed, then waits until @nr_reqs (requests that
-	 * exist: pinned, maybe DMA-mapped) drops to zero.  A submitter counts
-	 * its request before it looks at @removed (see fifolab_get_req()).
+	 * remove() sets @removed (under irq_lock), then waits until @nr_reqs
+	 * (requests that exist: pinned, maybe DMA-mapped) drops to zero.  A
+	 * submitter counts its request before it looks at @removed (see
+	 * fifolab_get_req()).
 	 */
 	bool removed;
 	atomic_t nr_reqs;
-	struct work_struct orphan_work;	/* frees q->orphans */
+	struct work_struct done_work;	/* frees orphans, completes aios */
+	struct delayed_work timeout_work; /* async_timeout_ms */
+
+	wait_queue_head_t poll_wq;	/* poll(): levels, errors, removal */
+	struct fasync_struct *fasync;	/* SIGIO listeners (fasync_helper) */
+	atomic64_t sigio_sent;		/* kill_fasync() calls with listeners */
+	struct fifolab_aio_stats aio;
 };
 
 /* ---------------------------------------------------------------- BAR2 */
@@ -340,16 +449,30 @@ static void fifolab_complete(struct fifolab_queue *q, struct fifolab_req *req,
 
 	req->moved = moved;
 	req->err = err;
-	if (req->state == FIFOLAB_REQ_ORPHANED)
+	if (req->state == FIFOLAB_REQ_ORPHANED) {
 		list_add_tail(&req->node, &q->orphans);
-	else	/* moved/err before DONE; pairs with fifolab_req_done() */
+	} else if (req->iocb) {
+		/* async: done_work completes the kiocb (it may sleep) */
+		req->state = FIFOLAB_REQ_DONE;
+		list_move_tail(&req->node, &q->aio_done);
+	} else {
+		/* moved/err before DONE; pairs with fifolab_req_done() */
 		smp_store_release(&req->state, FIFOLAB_REQ_DONE);
+	}
 }
 
 static bool fifolab_req_done(struct fifolab_req *req)
 {
 	/* DONE before moved/err; pairs with fifolab_complete() */
 	return smp_load_acquire(&req->state) == FIFOLAB_REQ_DONE;
+}
+
+/* Jiffies from now until @deadline, 0 if it has passed. */
+static unsigned long fifolab_until(unsigned long deadline)
+{
+	unsigned long now = jiffies;
+
+	return time_after(deadline, now) ? deadline - now : 0;
 }
 
 /* Write the chain, publish its head and ring (datasheet 4, "Posting"). */
@@ -386,6 +509,14 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 	q->inflight[req->head] = req;
 	q->num_inflight++;
 	req->state = FIFOLAB_REQ_POSTED;
+	if (req->iocb) {
+		list_add_tail(&req->node, &q->aios);
+		atomic64_inc(&q->fdev->aio.submitted);
+		/* under q->lock: remove() sets q->dead, then cancels the work */
+		if (req->timed)
+			queue_delayed_work(system_wq, &q->fdev->timeout_work,
+					   fifolab_until(req->deadline));
+	}
 
 	WRITE_ONCE(q->avail[q->avail_idx % FIFOLAB_QUEUE_SIZE],
 		   cpu_to_le16(req->head));
@@ -396,30 +527,54 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 }
 
 /*
- * Post @req, waiting (interruptibly, unless it is a NOWAIT request) for
- * enough free descriptors.  On failure the request is still NEW.
+ * Post @req, waiting (interruptibly, if @wait) for enough free descriptors.
+ * On failure the request is still NEW.  An async request cancelled before
+ * it could be posted fails with its cancel errno.
  */
-static int fifolab_req_post(struct fifolab_req *req)
+static int fifolab_req_post(struct fifolab_req *req, bool wait)
 {
 	struct fifolab_queue *q = req->q;
 	unsigned int n = req->sgt.nents;
 	int ret = 0;
 
 	spin_lock_irq(&q->lock);
-	if (req->nowait) {
+	if (!wait) {
 		if (!q->dead && q->num_free < n)
 			ret = -EAGAIN;
 	} else {
 		ret = wait_event_interruptible_lock_irq(q->wq,
-							q->dead || q->num_free >= n,
+							q->dead || req->cancel_err ||
+							q->num_free >= n,
 							q->lock);
 	}
 	if (!ret && q->dead)
 		ret = -ENODEV;
+	if (!ret && req->cancel_err)
+		ret = req->cancel_err;
 	if (!ret)
 		fifolab_post_locked(q, req);
 	spin_unlock_irq(&q->lock);
 	return ret;
+}
+
+/*
+ * Flag a POSTED request's head CANCEL and ring: the device then completes
+ * it with status CANCELLED and the bytes already moved.  The head is still
+ * ours to write until its used entry appears (we hold q->lock, so it has
+ * not been reaped).  Any context; does not sleep.
+ */
+static void fifolab_cancel_posted_locked(struct fifolab_queue *q,
+					 struct fifolab_req *req)
+{
+	lockdep_assert_held(&q->lock);
+
+	if (req->state != FIFOLAB_REQ_POSTED || q->dead || req->cancelled)
+		return;
+	req->cancelled = true;
+	WRITE_ONCE(q->desc[req->head].flags,
+		   cpu_to_le16(req->head_flags | FIFOLAB_DESC_F_CANCEL));
+	fifolab_ring(q->fdev);
+	q->stats.cancels++;
 }
 
 /*
@@ -438,14 +593,7 @@ static bool fifolab_req_wait(struct fifolab_req *req)
 		return true;
 
 	spin_lock_irq(&q->lock);
-	if (req->state == FIFOLAB_REQ_POSTED && !q->dead) {
-		/* the head is still ours until its used entry: flag it */
-		req->cancelled = true;
-		WRITE_ONCE(q->desc[req->head].flags,
-			   cpu_to_le16(req->head_flags | FIFOLAB_DESC_F_CANCEL));
-		fifolab_ring(fdev);
-		q->stats.cancels++;
-	}
+	fifolab_cancel_posted_locked(q, req);
 	spin_unlock_irq(&q->lock);
 
 	/* uninterruptible: the pages must not go while the device has them */
@@ -494,7 +642,7 @@ static ssize_t fifolab_xfer(struct fifolab_queue *q, void __user *ubuf,
 	if (IS_ERR(req))
 		return PTR_ERR(req);
 
-	ret = fifolab_req_post(req);
+	ret = fifolab_req_post(req, !nowait);
 	if (!ret) {
 		if (!fifolab_req_wait(req))
 			return -EIO;	/* orphaned: no longer ours */
@@ -556,6 +704,7 @@ static unsigned int fifolab_reap(struct fifolab_queue *q)
 		case FIFOLAB_ST_CANCELLED:
 			if (!req->cancelled)
 				q->stats.bad++;
+			req->aborted = true;
 			break;
 		case FIFOLAB_ST_DMA_ERROR:
 		case FIFOLAB_ST_BAD_DESC:
@@ -587,18 +736,28 @@ static unsigned int fifolab_reap(struct fifolab_queue *q)
 
 static void fifolab_queue_irq(struct fifolab_queue *q, bool level_changed)
 {
-	bool orphans;
+	bool work;
 	unsigned int done;
 
 	spin_lock(&q->lock);
 	done = fifolab_reap(q);
-	orphans = !list_empty(&q->orphans);
+	work = !list_empty(&q->orphans) || !list_empty(&q->aio_done);
 	spin_unlock(&q->lock);
 
-	if (orphans)
-		schedule_work(&q->fdev->orphan_work);
+	if (work)
+		schedule_work(&q->fdev->done_work);
 	if (done || level_changed)
 		wake_up(&q->wq);
+}
+
+/* SIGIO to the file owners that asked for it (F_SETOWN, F_SETSIG). */
+static void fifolab_notify(struct fifolab_dev *fdev, int band)
+{
+	/* a racy peek: counts the calls made while the list is non-empty */
+	if (!READ_ONCE(fdev->fasync))
+		return;
+	atomic64_inc(&fdev->sigio_sent);
+	kill_fasync(&fdev->fasync, SIGIO, band);	/* IRQ-safe */
 }
 
 /* Both vectors: the cause register tells everything (datasheet 1). */
@@ -626,28 +785,178 @@ static irqreturn_t fifolab_irq(int irq, void *data)
 			  causes & FIFOLAB_INT_SPACE_AVAIL);
 	fifolab_queue_irq(&fdev->queue[FIFOLAB_QUEUE_RX],
 			  causes & FIFOLAB_INT_DATA_AVAIL);
+
+	/* what poll() reports may have changed: levels, completions, error */
+	if (causes & FIFOLAB_INT_POLL)
+		wake_up_interruptible(&fdev->poll_wq);
+	if (causes & FIFOLAB_INT_DATA_AVAIL)
+		fifolab_notify(fdev, POLL_IN);
+	if (causes & FIFOLAB_INT_SPACE_AVAIL)
+		fifolab_notify(fdev, POLL_OUT);
+	if (causes & FIFOLAB_INT_ERROR)
+		fifolab_notify(fdev, POLL_ERR);
 	return IRQ_HANDLED;
 }
 
-static void fifolab_orphan_work(struct work_struct *work)
+/* What ki_complete() gets for a DONE async request. */
+static long fifolab_aio_result(const struct fifolab_req *req)
 {
-	struct fifolab_dev *fdev = container_of(work, struct fifolab_dev,
-						orphan_work);
+	if (req->err)
+		return req->err;
+	if (req->moved)
+		return req->moved;	/* a write cancelled part way: a count */
+	if (req->cancelled)
+		return req->cancel_err;	/* -ECANCELED, -ETIMEDOUT */
+	return -EIO;	/* a waiting request came back empty: device bug */
+}
+
+/*
+ * Complete a DONE async request: unmap (the CPU now sees what the device
+ * wrote), unpin (dirtying pages a read filled), then ki_complete().  Process
+ * context: unpinning may sleep.  ki_complete() is called with no lock of
+ * ours held: it takes the aio context's ctx_lock, under which the aio core
+ * calls fifolab_aio_cancel(), which takes q->lock.
+ */
+static void fifolab_aio_finish(struct fifolab_req *req)
+{
+	struct fifolab_queue *q = req->q;
+	struct fifolab_dev *fdev = q->fdev;
+	struct kiocb *iocb = req->iocb;
+	long res = fifolab_aio_result(req);
+
+	/* from here fifolab_aio_cancel() no longer finds the request */
+	spin_lock_irq(&q->lock);
+	iocb->private = NULL;
+	spin_unlock_irq(&q->lock);
+
+	if (req->aborted)
+		atomic64_inc(&fdev->aio.cancelled);
+	else if (res < 0)
+		atomic64_inc(&fdev->aio.failed);
+	else
+		atomic64_inc(&fdev->aio.completed);
+
+	fifolab_req_free(req);
+	iocb->ki_complete(iocb, res);	/* @iocb may be gone after this */
+}
+
+/*
+ * Finish what the interrupt handler (or remove()) completed: free orphans,
+ * complete async kiocbs.
+ */
+static void fifolab_done(struct fifolab_dev *fdev)
+{
 	struct fifolab_req *req, *tmp;
-	LIST_HEAD(list);
+	LIST_HEAD(orphans);
+	LIST_HEAD(aios);
 	unsigned int i;
 
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
 		struct fifolab_queue *q = &fdev->queue[i];
 
 		spin_lock_irq(&q->lock);
-		list_splice_tail_init(&q->orphans, &list);
+		list_splice_tail_init(&q->orphans, &orphans);
+		list_splice_tail_init(&q->aio_done, &aios);
 		spin_unlock_irq(&q->lock);
 	}
-	list_for_each_entry_safe(req, tmp, &list, node) {
+	list_for_each_entry_safe(req, tmp, &orphans, node) {
 		list_del(&req->node);
 		fifolab_req_free(req);
 	}
+	list_for_each_entry_safe(req, tmp, &aios, node) {
+		list_del(&req->node);
+		fifolab_aio_finish(req);
+	}
+}
+
+static void fifolab_done_work(struct work_struct *work)
+{
+	fifolab_done(container_of(work, struct fifolab_dev, done_work));
+}
+
+/*
+ * Ask the device to give a POSTED async request back (or, still NEW, stop
+ * it from being posted).  @err is what the kiocb completes with if nothing
+ * moved.  Returns 0, or -EAGAIN if it is too late: it completed already.
+ */
+static int fifolab_aio_cancel_locked(struct fifolab_queue *q,
+				     struct fifolab_req *req, int err)
+{
+	lockdep_assert_held(&q->lock);
+
+	if (req->cancel_err)
+		return 0;			/* cancelled already */
+	switch (req->state) {
+	case FIFOLAB_REQ_NEW:			/* the submitter is posting it */
+		req->cancel_err = err;
+		wake_up(&q->wq);		/* it may wait for descriptors */
+		return 0;
+	case FIFOLAB_REQ_POSTED:
+		if (q->dead)			/* remove() fails it */
+			return 0;
+		req->cancel_err = err;
+		fifolab_cancel_posted_locked(q, req);
+		return 0;
+	default:
+		return -EAGAIN;
+	}
+}
+
+/*
+ * io_cancel(2), and io_destroy(2) or exit for every libaio request still
+ * pending (fs/aio.c free_ioctx_users()).  Called by the aio core under its
+ * ctx_lock with interrupts off, for a kiocb still on its active list (so
+ * alive, and holding our file): must not sleep.  The kiocb is completed
+ * later, by fifolab_aio_finish(), when the device has returned it.
+ */
+static int fifolab_aio_cancel(struct kiocb *iocb)
+{
+	struct fifolab_dev *fdev = iocb->ki_filp->private_data;
+	unsigned int qid = iocb->ki_flags & IOCB_WRITE ? FIFOLAB_QUEUE_TX :
+							  FIFOLAB_QUEUE_RX;
+	struct fifolab_queue *q = &fdev->queue[qid];
+	struct fifolab_req *req;
+	unsigned long flags;
+	int ret = -EAGAIN;
+
+	spin_lock_irqsave(&q->lock, flags);
+	req = iocb->private;		/* NULL once fifolab_aio_finish() began */
+	if (req)
+		ret = fifolab_aio_cancel_locked(q, req, -ECANCELED);
+	spin_unlock_irqrestore(&q->lock, flags);
+	return ret;
+}
+
+/* async_timeout_ms: cancel async requests pending for too long. */
+static void fifolab_timeout_work(struct work_struct *work)
+{
+	struct fifolab_dev *fdev = container_of(to_delayed_work(work),
+						struct fifolab_dev,
+						timeout_work);
+	unsigned long next = 0;
+	bool rearm = false;
+	unsigned int i;
+
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+		struct fifolab_req *req;
+
+		spin_lock_irq(&q->lock);
+		list_for_each_entry(req, &q->aios, node) {
+			if (!req->timed || req->cancel_err || q->dead)
+				continue;
+			if (!time_after(req->deadline, jiffies)) {
+				fifolab_aio_cancel_locked(q, req, -ETIMEDOUT);
+			} else if (!rearm || time_before(req->deadline, next)) {
+				next = req->deadline;
+				rearm = true;
+			}
+		}
+		spin_unlock_irq(&q->lock);
+	}
+	if (rearm)
+		queue_delayed_work(system_wq, &fdev->timeout_work,
+				   fifolab_until(next));
 }
 
 /* ----------------------------------------------------------- file ops */
@@ -668,22 +977,137 @@ static void __user *fifolab_iter_seg(struct iov_iter *it, size_t max,
 	return iov.iov_base;
 }
 
+struct fifolab_levels {
+	u32 status;
+	u32 rx_level;
+	u32 tx_space;
+};
+
+/*
+ * A snapshot of STATUS, RX_LEVEL and TX_SPACE.  False once remove() has
+ * begun: BAR2 may be unmapped then.  Needs no request (poll() has none).
+ */
+static bool fifolab_read_levels(struct fifolab_dev *fdev,
+				struct fifolab_levels *lv)
+{
+	unsigned long flags;
+	bool alive;
+
+	spin_lock_irqsave(&fdev->irq_lock, flags);
+	alive = !fdev->removed;
+	if (alive) {
+		lv->status = fifolab_rd32(fdev, FIFOLAB_REG_STATUS);
+		lv->rx_level = fifolab_rd32(fdev, FIFOLAB_REG_RX_LEVEL);
+		lv->tx_space = fifolab_rd32(fdev, FIFOLAB_REG_TX_SPACE);
+	}
+	spin_unlock_irqrestore(&fdev->irq_lock, flags);
+	return alive;
+}
+
+/*
+ * For a request that must not wait (O_NONBLOCK, IOCB_NOWAIT): -EAGAIN if
+ * nothing could move now, before any page is pinned.  Racy by nature; the
+ * device has the last word (sync: FIFOLAB_DESC_F_NOWAIT).
+ */
+static int fifolab_would_block(struct fifolab_queue *q)
+{
+	struct fifolab_levels lv;
+
+	if (!fifolab_read_levels(q->fdev, &lv))
+		return -ENODEV;
+	if (q->qid == FIFOLAB_QUEUE_RX ? !lv.rx_level : !lv.tx_space)
+		return -EAGAIN;
+	return 0;
+}
+
+/*
+ * An async kiocb (libaio, io_uring): pin and map the buffer, post one
+ * request and return -EIOCBQUEUED; fifolab_aio_finish() completes it.
+ *
+ * One request per kiocb, from the first segment of @it and at most
+ * q->max_req bytes (1 MiB; a read: also at most the FIFO's depth): a larger
+ * write completes with a short count, as a char device may; a read gets
+ * what the FIFO holds when it is served (>= 1 byte), like read().
+ *
+ * @nowait (IOCB_NOWAIT or O_NONBLOCK): the caller has seen that bytes can
+ * move now; do not sleep for descriptors either.  The request is then
+ * posted without FIFOLAB_DESC_F_NOWAIT: it completes when the device is
+ * done with it (a read at once; a write once the FIFO took all of it).
+ */
+static ssize_t fifolab_aio_submit(struct kiocb *iocb, struct iov_iter *it,
+				  struct fifolab_queue *q, bool nowait)
+{
+	unsigned int timeout = READ_ONCE(async_timeout_ms);
+	struct fifolab_req *req;
+	void __user *ubuf;
+	size_t len;
+	int ret;
+
+	ubuf = fifolab_iter_seg(it, q->max_req, &len);
+	/* the pages we need, pinned: @it may be gone once we return */
+	req = fifolab_req_alloc(q, ubuf, len, false);
+	if (IS_ERR(req))
+		return PTR_ERR(req);
+	req->iocb = iocb;
+	req->filp = iocb->ki_filp;
+	req->owner = current->files;
+	if (timeout) {
+		req->timed = true;
+		req->deadline = jiffies + msecs_to_jiffies(timeout);
+	}
+
+	/*
+	 * Before posting: once posted, the request may complete (and @iocb
+	 * be freed) at any time.  io_cancel() may run from here on; it finds
+	 * the request through ->private (no-op for io_uring kiocbs).
+	 */
+	iocb->private = req;
+	kiocb_set_cancel_fn(iocb, fifolab_aio_cancel);
+
+	ret = fifolab_req_post(req, !nowait);
+	if (ret) {
+		/* not posted: we complete nothing, the aio core will */
+		spin_lock_irq(&q->lock);
+		iocb->private = NULL;
+		spin_unlock_irq(&q->lock);
+		fifolab_req_free(req);
+		return ret;
+	}
+	/*
+	 * Posted.  The pinned pages and the descriptors now belong to the
+	 * device, @req and @iocb to the completion path (fifolab_reap() ->
+	 * done_work -> fifolab_aio_finish()): touch neither again.
+	 */
+	return -EIOCBQUEUED;
+}
+
 /*
  * read: one RX request, returns what it got (>= 1 byte).
  * write: TX requests of at most max_req bytes until all is sent, a request
  * comes back short (O_NONBLOCK) or a signal stops it.
+ * An async kiocb goes to fifolab_aio_submit() instead.
  */
 static ssize_t fifolab_rw(struct kiocb *iocb, struct iov_iter *it,
 			  unsigned int qid)
 {
 	struct fifolab_dev *fdev = iocb->ki_filp->private_data;
 	struct fifolab_queue *q = &fdev->queue[qid];
+	/* O_NONBLOCK does not set IOCB_NOWAIT (nor the reverse): ask both */
 	bool nowait = (iocb->ki_filp->f_flags & O_NONBLOCK) ||
 		      (iocb->ki_flags & IOCB_NOWAIT);
 	ssize_t total = 0, ret = 0;
 
 	if (!user_backed_iter(it))
 		return -EINVAL;
+	if (!iov_iter_count(it))
+		return 0;
+	if (nowait) {
+		ret = fifolab_would_block(q);
+		if (ret)
+			return ret;
+	}
+	if (!is_sync_kiocb(iocb))
+		return fifolab_aio_submit(iocb, it, q, nowait);
 
 	while (iov_iter_count(it)) {
 		void __user *ubuf;
@@ -718,11 +1142,78 @@ static int fifolab_open(struct inode *inode, struct file *file)
 	struct fifolab_dev *fdev = container_of(inode->i_cdev,
 						struct fifolab_dev, cdev);
 
+	int ret;
+
 	/* the open file's cdev reference keeps fdev alive (cdev_device_add) */
 	if (READ_ONCE(fdev->removed))
 		return -ENODEV;
 	file->private_data = fdev;
-	return stream_open(inode, file);
+	ret = stream_open(inode, file);
+	if (ret)
+		return ret;
+	/* IOCB_NOWAIT is honoured: io_uring tries inline, polls on -EAGAIN */
+	file->f_mode |= FMODE_NOWAIT;
+	return 0;
+}
+
+/*
+ * Readable while the FIFO holds bytes no pending read has taken, writable
+ * while it has room, EPOLLERR while the device reports a DMA error (sticky
+ * until reset), EPOLLHUP once the device is gone.  One wait queue, so that
+ * every poller (aio's IOCB_CMD_POLL takes one only) can wait on it.
+ */
+static __poll_t fifolab_poll(struct file *file, poll_table *wait)
+{
+	struct fifolab_dev *fdev = file->private_data;
+	struct fifolab_levels lv;
+	__poll_t mask = 0;
+
+	poll_wait(file, &fdev->poll_wq, wait);
+	if (!fifolab_read_levels(fdev, &lv))
+		return EPOLLHUP;
+	if (lv.rx_level)
+		mask |= EPOLLIN | EPOLLRDNORM;
+	if (lv.tx_space)
+		mask |= EPOLLOUT | EPOLLWRNORM;
+	if (lv.status & FIFOLAB_STS_DMA_ERROR)
+		mask |= EPOLLERR;
+	return mask;
+}
+
+/* FIOASYNC / F_SETFL O_ASYNC; __fput() calls it with on = 0 on release. */
+static int fifolab_fasync(int fd, struct file *file, int on)
+{
+	struct fifolab_dev *fdev = file->private_data;
+
+	return fasync_helper(fd, file, on, &fdev->fasync);
+}
+
+/*
+ * close(2) of one of the file's descriptors, and exit_files() at exit.
+ * io_uring gives a driver no cancel hook and does not wait for our
+ * requests at exit: cancel the async requests that an exiting process
+ * submitted on this file, so that nothing stays pending for a ring that is
+ * going away.  (libaio requests are cancelled by exit_aio(), earlier.)  A
+ * plain close() cancels nothing: the requests hold their own reference.
+ */
+static int fifolab_flush(struct file *file, fl_owner_t id)
+{
+	struct fifolab_dev *fdev = file->private_data;
+	unsigned int i;
+
+	if (!(current->flags & PF_EXITING))
+		return 0;
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+		struct fifolab_req *req;
+
+		spin_lock_irq(&q->lock);
+		list_for_each_entry(req, &q->aios, node)
+			if (req->filp == file && req->owner == id)
+				fifolab_aio_cancel_locked(q, req, -ECANCELED);
+		spin_unlock_irq(&q->lock);
+	}
+	return 0;
 }
 
 static const struct file_operations fifolab_fops = {
@@ -730,6 +1221,9 @@ static const struct file_operations fifolab_fops = {
 	.open		= fifolab_open,
 	.read_iter	= fifolab_read_iter,
 	.write_iter	= fifolab_write_iter,
+	.poll		= fifolab_poll,
+	.fasync		= fifolab_fasync,
+	.flush		= fifolab_flush,
 	.llseek		= no_llseek,
 };
 
@@ -806,6 +1300,46 @@ static ssize_t irqs_show(struct device *dev, struct device_attribute *attr,
 }
 static DEVICE_ATTR_RO(irqs);
 
+static ssize_t fifolab_show_count(char *buf, atomic64_t *count)
+{
+	return sysfs_emit(buf, "%lld\n", atomic64_read(count));
+}
+
+static ssize_t async_submitted_show(struct device *dev,
+				    struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->aio.submitted);
+}
+static DEVICE_ATTR_RO(async_submitted);
+
+static ssize_t async_completed_show(struct device *dev,
+				    struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->aio.completed);
+}
+static DEVICE_ATTR_RO(async_completed);
+
+static ssize_t async_cancelled_show(struct device *dev,
+				    struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->aio.cancelled);
+}
+static DEVICE_ATTR_RO(async_cancelled);
+
+static ssize_t async_failed_show(struct device *dev,
+				 struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->aio.failed);
+}
+static DEVICE_ATTR_RO(async_failed);
+
+static ssize_t sigio_sent_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->sigio_sent);
+}
+static DEVICE_ATTR_RO(sigio_sent);
+
 static ssize_t fifo_depth_show(struct device *dev,
 			       struct device_attribute *attr, char *buf)
 {
@@ -820,6 +1354,11 @@ static struct attribute *fifolab_attrs[] = {
 	&dev_attr_bad_completions.attr,
 	&dev_attr_irqs.attr,
 	&dev_attr_fifo_depth.attr,
+	&dev_attr_async_submitted.attr,
+	&dev_attr_async_completed.attr,
+	&dev_attr_async_cancelled.attr,
+	&dev_attr_async_failed.attr,
+	&dev_attr_sigio_sent.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(fifolab);
@@ -966,7 +1505,9 @@ static struct fifolab_dev *fifolab_alloc(struct pci_dev *pdev)
 	fdev->pdev = pdev;
 	spin_lock_init(&fdev->irq_lock);
 	atomic_set(&fdev->nr_reqs, 0);
-	INIT_WORK(&fdev->orphan_work, fifolab_orphan_work);
+	INIT_WORK(&fdev->done_work, fifolab_done_work);
+	INIT_DELAYED_WORK(&fdev->timeout_work, fifolab_timeout_work);
+	init_waitqueue_head(&fdev->poll_wq);
 	device_initialize(&fdev->dev);
 	fdev->dev.release = fifolab_dev_release;
 
@@ -978,6 +1519,8 @@ static struct fifolab_dev *fifolab_alloc(struct pci_dev *pdev)
 		init_waitqueue_head(&q->wq);
 		spin_lock_init(&q->lock);
 		INIT_LIST_HEAD(&q->orphans);
+		INIT_LIST_HEAD(&q->aios);
+		INIT_LIST_HEAD(&q->aio_done);
 		q->num_free = FIFOLAB_QUEUE_SIZE;
 		q->next = kcalloc(FIFOLAB_QUEUE_SIZE, sizeof(*q->next),
 				  GFP_KERNEL);
@@ -1019,16 +1562,17 @@ static int fifolab_request_irqs(struct fifolab_dev *fdev)
 
 /*
  * remove(): no new request, device reset (it then holds none), and every
- * request still in flight completed with -ENODEV.  Returns once no request
- * exists any more, so the DMA mappings are gone before the device goes.
+ * request still in flight completed with -ENODEV: a sync owner is woken, an
+ * async kiocb is completed here (ki_complete(-ENODEV)).  Returns once no
+ * request exists any more, so the DMA mappings are gone before the device
+ * goes.
  */
 static void fifolab_fail_all(struct fifolab_dev *fdev, bool quiesced)
 {
-	struct fifolab_req *req, *tmp;
+	struct fifolab_req *req;
 	unsigned int i, d, leaked = 0;
-	LIST_HEAD(orphans);
 
-	cancel_work_sync(&fdev->orphan_work);	/* IRQs are freed: no requeue */
+	cancel_work_sync(&fdev->done_work);	/* IRQs are freed: no requeue */
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
 		struct fifolab_queue *q = &fdev->queue[i];
 
@@ -1041,17 +1585,13 @@ static void fifolab_fail_all(struct fifolab_dev *fdev, bool quiesced)
 			leaked += !quiesced;
 			fifolab_complete(q, req, 0, -ENODEV);
 		}
-		list_splice_tail_init(&q->orphans, &orphans);
 		spin_unlock_irq(&q->lock);
 		wake_up_all(&q->wq);
 	}
 	if (leaked)
 		dev_err(&fdev->dev, "device did not reset: %u requests stay pinned\n",
 			leaked);
-	list_for_each_entry_safe(req, tmp, &orphans, node) {
-		list_del(&req->node);
-		fifolab_req_free(req);
-	}
+	fifolab_done(fdev);		/* orphans freed, kiocbs completed */
 	wait_var_event(&fdev->nr_reqs, !atomic_read(&fdev->nr_reqs));
 }
 
@@ -1175,8 +1715,13 @@ static void fifolab_remove(struct pci_dev *pdev)
 	/* no new open; sysfs readers drained */
 	cdev_device_del(&fdev->cdev, &fdev->dev);
 
-	/* no new request (see fifolab_get_req()); none posted or reaped */
+	/*
+	 * No new request (see fifolab_get_req()); none posted or reaped.
+	 * Under irq_lock: after it, poll() reads no BAR2 register.
+	 */
+	spin_lock_irq(&fdev->irq_lock);
 	WRITE_ONCE(fdev->removed, true);
+	spin_unlock_irq(&fdev->irq_lock);
 	/* @removed before @nr_reqs is read; pairs with fifolab_get_req() */
 	smp_mb();
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
@@ -1187,6 +1732,10 @@ static void fifolab_remove(struct pci_dev *pdev)
 		spin_unlock_irq(&q->lock);
 		wake_up_all(&q->wq);
 	}
+	/* dead queues: the timeout work re-arms no more, nobody queues it */
+	cancel_delayed_work_sync(&fdev->timeout_work);
+	wake_up_interruptible_all(&fdev->poll_wq);	/* EPOLLHUP */
+	fifolab_notify(fdev, POLL_HUP);
 
 	quiesced = !fifolab_hw_reset(fdev);
 	fifolab_free_irqs(fdev, FIFOLAB_NUM_VECTORS);
