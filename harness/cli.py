@@ -31,7 +31,7 @@ def _config(args: argparse.Namespace, **over) -> LabConfig:
 
 def cmd_build(args: argparse.Namespace) -> int:
     img = images.build(kernel_name=args.kernel)
-    print(f"kernel   {img.kernel.abi} ({img.kernel.version})  {img.vmlinux}")
+    print(f"kernel   {img.kernel.abi} ({img.kernel.version})  {img.boot}")
     print(f"driver   {img.driver}")
     print(f"initrd   {img.initrd}")
     return 0

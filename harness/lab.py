@@ -40,14 +40,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPClient
+from qemu.qmp import QMPClient, QMPError
 
 from images import build as images
 from .kmsg import KernelLogWatcher
 
 log = logging.getLogger("fifolab.lab")
-# guest-sync retries leave replies nobody waits for; qemu.qmp drops them, noisily.
-logging.getLogger("qemu.qmp.protocol.fifolab-qga").setLevel(logging.ERROR)
+# guest-sync retries leave replies nobody waits for, and a guest that dies takes the agent's
+# connection with it: qemu.qmp logs both loudly; the harness reports them itself.
+logging.getLogger("qemu.qmp.protocol.fifolab-qga").setLevel(logging.CRITICAL)
+logging.getLogger("qemu.qmp.protocol.fifolab-qemu").setLevel(logging.CRITICAL)
 
 QEMU = "qemu-system-x86_64"
 PR_SET_PDEATHSIG = 1
@@ -151,7 +153,7 @@ def qemu_command(cfg: LabConfig, image: images.Image, run: Path, ram: Path,
         "-m", mem, "-smp", str(cfg.smp),
         "-object", f"memory-backend-file,id=ram0,size={mem},mem-path={ram},share=on",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", str(image.vmlinux), "-initrd", str(image.initrd), "-append", append,
+        "-kernel", str(image.boot), "-initrd", str(image.initrd), "-append", append,
         "-chardev", f"socket,id=qmp,path={run / 'qmp.sock'},server=on,wait=off",
         "-mon", "chardev=qmp,mode=control",
         "-device", "virtio-serial-pci,id=vser0",
@@ -186,6 +188,8 @@ class Lab:
         self._qmp: QMPClient | None = None
         self._qga: QMPClient | None = None
         self._loop = asyncio.new_event_loop()
+        self._loop.set_exception_handler(
+            lambda loop, ctx: log.debug("asyncio: %s", ctx.get("message")))
         self._closed = False
         self._expect_exit = False
 
@@ -370,6 +374,11 @@ class Lab:
                                              0.5)
             except asyncio.TimeoutError:
                 continue
+            except (QMPError, ConnectionError, EOFError) as err:
+                await asyncio.sleep(0.2)    # let QEMU's exit status arrive
+                self.check_alive()
+                raise LabError(f"lost the guest agent while booting: {err!r}. Console:\n"
+                               f"{self.kmsg.tail()}") from err
             if got == token:
                 return
 

@@ -98,7 +98,7 @@ def _source_files(d: Path, recursive: bool) -> list[Path]:
 class Kernel:
     abi: str            # e.g. 6.1.0-56-amd64
     version: str        # Debian package version, e.g. 6.1.192-2
-    vmlinux: Path
+    boot: Path          # what QEMU's -kernel boots (vmlinux via PVH, or a bzImage)
     modules: Path       # directory of the .ko files the guest needs
     kbuild: Path        # tree to build external modules against
 
@@ -111,8 +111,8 @@ class Image:
     programs: Path
 
     @property
-    def vmlinux(self) -> Path:
-        return self.kernel.vmlinux
+    def boot(self) -> Path:
+        return self.kernel.boot
 
 
 # ---------------------------------------------------------------- prerequisites

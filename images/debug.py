@@ -27,6 +27,8 @@ from . import build as images
 log = logging.getLogger("fifolab.images")
 
 FRAGMENT = Path(__file__).resolve().parent / "debug.config"
+# Booted as a bzImage: the PVH entry of a KASAN kernel faults before the first printk.
+BZIMAGE = Path("arch/x86/boot/bzImage")
 SOURCE_TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
 BUILD_PACKAGES = ("linux-source-6.1", "bc", "bison", "flex", "libssl-dev", "libelf-dev")
 
@@ -85,7 +87,7 @@ def build_debug_kernel() -> images.Kernel:
     done = dest / ".done"
     if done.exists():
         abi = done.read_text().strip()
-        return images.Kernel(abi, version, tree / "vmlinux", dest / "modules", tree)
+        return images.Kernel(abi, version, tree / BZIMAGE, dest / "modules", tree)
     log.info("building the debug kernel from linux-source-6.1 %s (about 15 minutes on "
              "2 cores; cached afterwards)", version)
     if dest.exists():
@@ -103,13 +105,13 @@ def build_debug_kernel() -> images.Kernel:
         raise images.BuildError(f"merging the config fragment failed:\n{merge.stderr}")
     _make(tree, ["olddefconfig"], logfile, "configure")
     _check_config(tree / ".config")
-    _make(tree, ["vmlinux", "modules"], logfile, "build")
+    _make(tree, ["bzImage", "modules"], logfile, "build")
     abi = subprocess.run(["make", "-s", "-C", str(tree), "kernelrelease"],
                          capture_output=True, text=True).stdout.strip()
     (dest / "modules").mkdir()
     (dest / "modules" / "order").write_text("")   # the lab's needs are built in
     done.write_text(abi + "\n")
-    return images.Kernel(abi, version, tree / "vmlinux", dest / "modules", tree)
+    return images.Kernel(abi, version, tree / BZIMAGE, dest / "modules", tree)
 
 
 def _check_config(config: Path) -> None:

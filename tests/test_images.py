@@ -24,7 +24,7 @@ def test_rebuild_with_nothing_changed_is_fast(image):
 def test_kernel_matches_the_headers(image):
     abi, version = images.headers_abi()
     assert (image.kernel.abi, image.kernel.version) == (abi, version)
-    assert image.vmlinux.read_bytes()[:4] == b"\x7fELF"
+    assert image.boot.read_bytes()[:4] == b"\x7fELF"
     assert f"vermagic={abi} ".encode() in image.driver.read_bytes()
 
 
