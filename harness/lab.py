@@ -280,7 +280,7 @@ class Lab:
         self.boot_seconds = time.monotonic() - self._t_launch
         self.check_alive()
         self.kmsg.check()
-        if self.strict:
+        if self.strict and not self.cfg.shell:
             # Leaks are judged from here on: forget what boot left behind.
             self.exec("echo clear > /sys/kernel/debug/kmemleak").check()
 
@@ -333,7 +333,15 @@ class Lab:
     def _run(self, coro, timeout: float | None = None):
         if timeout is not None:
             coro = asyncio.wait_for(coro, timeout)
-        return self._loop.run_until_complete(coro)
+        try:
+            return self._loop.run_until_complete(coro)
+        except (QMPError, ConnectionError, EOFError) as err:
+            if self._closed:
+                raise
+            time.sleep(0.2)                 # let a dying QEMU's exit status arrive
+            self.check_alive()
+            raise LabError(f"lost the connection to the guest: {err!r}. Console:\n"
+                           f"{self.kmsg.tail() if self.kmsg else ''}") from err
 
     async def _connect_qmp(self) -> None:
         sock = self.run_dir / "qmp.sock"
@@ -374,11 +382,7 @@ class Lab:
                                              0.5)
             except asyncio.TimeoutError:
                 continue
-            except (QMPError, ConnectionError, EOFError) as err:
-                await asyncio.sleep(0.2)    # let QEMU's exit status arrive
-                self.check_alive()
-                raise LabError(f"lost the guest agent while booting: {err!r}. Console:\n"
-                               f"{self.kmsg.tail()}") from err
+
             if got == token:
                 return
 

@@ -110,9 +110,12 @@ def test_shell_is_interactive():
             r, _, _ = select.select([fd], [], [], 0.5)
             if r:
                 try:
-                    out += os.read(fd, 4096)
+                    chunk = os.read(fd, 4096)
                 except OSError:
                     return token in out
+                if not chunk:
+                    return token in out
+                out += chunk
             if token in out:
                 return True
         return False
@@ -123,9 +126,10 @@ def test_shell_is_interactive():
         os.write(fd, b"echo node=$(ls /dev/fifolab0)\n")
         assert read_until(b"node=/dev/fifolab0", 30), out.decode(errors="replace")
         os.write(fd, b"poweroff -f\n")
+        read_until(b"\0never", 60)          # until the harness exits and the pty closes
         _, status = os.waitpid(pid, 0)
         pid = 0
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert os.waitstatus_to_exitcode(status) == 0, out.decode(errors="replace")
     finally:
         if pid:
             os.kill(pid, signal.SIGKILL)
