@@ -41,6 +41,15 @@ class Check:
     expect: str | None = None   # text stdout must contain
     inject: int = 0             # bytes the host sends into DEVW once the program is armed
 
+    def unsupported(self, cfg: LabConfig) -> str | None:
+        """Why this check cannot run in a lab of `cfg` (one that `fifolab up` started with
+        other devices), or None."""
+        if (self.inject or DEVW in self.cmd) and WIRED not in cfg.wired:
+            return f"needs /dev/fifolab{WIRED} wired to the host"
+        if DEV1 in self.cmd and cfg.devices < 2:
+            return "needs two devices"
+        return None
+
 
 @dataclasses.dataclass
 class Outcome:

@@ -9,13 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from images import build as images
-from .checks import CHECKS, Outcome, lab_config, run_check
+from . import reload, terminal, uplab
+from .checks import CHECKS, WIRED, Outcome, lab_config, run_check
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
 
@@ -51,12 +54,17 @@ def cmd_check(args: argparse.Namespace) -> int:
             print("        " + out.detail.replace("\n", "\n        "))
 
     cfg = _config(args)
-    with Lab(lab_config(**{k: getattr(cfg, k) for k in (
-            "memory_mb", "accel", "fifo_depth", "model_debug", "kernel")}), image) as lab:
+    cfg = lab_config(**{k: getattr(cfg, k) for k in (
+        "memory_mb", "accel", "fifo_depth", "model_debug", "kernel")})
+    with open_lab(args, cfg, image) as lab:
         print(f"booted: {lab.boot_seconds:.2f} s to ready (QEMU start to guest agent "
               f"answering, driver loaded){' [strict mode]' if lab.strict else ''}", flush=True)
         for check in CHECKS:
             if args.filter and args.filter not in check.name and args.filter != check.path:
+                continue
+            why_not = check.unsupported(lab.cfg)
+            if why_not:
+                print(f"  SKIP            [{check.path}] {check.name}: {why_not}")
                 continue
             record(check.name, check.path, run_check(lab, check, args.timeout))
             if not lab_usable(lab):
@@ -99,6 +107,29 @@ def _parse_put(spec: str) -> tuple[str, str | None]:
     return host, (guest if sep else None)
 
 
+@contextlib.contextmanager
+def open_lab(args: argparse.Namespace, cfg: LabConfig, image=None):
+    """The lab that `fifolab up` started, if one is up; else a fresh one for this command."""
+    state = uplab.read_state()
+    if state is not None:
+        problem = uplab.health(state)
+        if problem:
+            raise LabError(f"a lab is up but {problem}; run `fifolab down` (then `fifolab up` "
+                           f"for a new one)")
+        lab = Lab.attach(state)
+    else:
+        lab = Lab(cfg, image)
+        try:
+            lab.start()
+        except BaseException:
+            lab.close()
+            raise
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
 def cmd_exec(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd and args.cmd[0] == "--" else args.cmd
     if not cmd:
@@ -106,7 +137,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     puts = [_parse_put(p) for p in args.put]
-    with Lab(_config(args)) as lab:
+    with open_lab(args, _config(args)) as lab:
         for host, guest in puts:
             lab.put(host, guest)
         res = lab.exec(cmd if len(cmd) > 1 else cmd[0], timeout=args.timeout)
@@ -116,9 +147,94 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
+    state = uplab.read_state()
+    if state is not None:
+        problem = uplab.health(state)
+        if problem:
+            raise LabError(f"a lab is up but {problem}; run `fifolab down`")
+        return terminal.bridge(Path(state["run_dir"]) / "shell.sock")
     print("fifolab shell: booting; leave with `poweroff -f` or Ctrl-a x", file=sys.stderr)
     with Lab(_config(args, shell=True)) as lab:
         return lab.wait_exit()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    cfg.devices = args.devices if args.devices is not None else 3
+    cfg.wired = tuple(args.wired) if args.wired is not None else \
+        ((WIRED,) if cfg.devices > WIRED else ())
+    t = time.monotonic()
+    images.build(kernel_name=cfg.kernel)
+    print(f"image ready ({time.monotonic() - t:.1f} s); booting", file=sys.stderr)
+    state = uplab.up(cfg)
+    print(f"lab up: {cfg.devices} device(s) /dev/fifolab0..{cfg.devices - 1}"
+          f"{f', wired: {list(cfg.wired)}' if cfg.wired else ''}; kernel {state['kernel']}; "
+          f"boot-to-ready {state['boot_seconds']:.2f} s")
+    print("now: fifolab exec -- CMD | fifolab shell | fifolab reload | fifolab down")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    print(uplab.down())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = uplab.read_state()
+    if state is None:
+        print("no lab is up (start one with `fifolab up`)")
+        return 1
+    problem = uplab.health(state)
+    up_s = time.time() - state["started"]
+    cfg = state["config"]
+    print(f"lab       {'UP' if not problem else 'DEAD: ' + problem}")
+    print(f"uptime    {int(up_s) // 3600}:{int(up_s) // 60 % 60:02d}:{int(up_s) % 60:02d}")
+    print(f"kernel    {state['kernel']} ({cfg['kernel']}), {cfg['memory_mb']} MiB, "
+          f"{cfg['accel']}")
+    print(f"QEMU      pid {state['qemu_pid']}"
+          f"{'' if uplab._alive(state['qemu_pid']) else ' (not running)'}")
+    print(f"model     pid {state['model_pid']}"
+          f"{'' if uplab._alive(state['model_pid']) else ' (not running)'}; "
+          f"{cfg['devices']} device(s), wired {cfg['wired']}")
+    print(f"sockets   {state['run_dir']}/ (qmp.sock, qga.sock, shell.sock, model*.sock, "
+          f"wire*.sock)")
+    print(f"logs      {state['run_dir']}/console.log, model.log")
+    if not problem:
+        lab = Lab.attach(state)
+        try:
+            res = lab.exec("grep '^fifolab ' /proc/modules; ls /dev | grep fifolab", timeout=30)
+        finally:
+            lab.close()
+        loaded = "fifolab " in res.stdout
+        nodes = [ln for ln in res.stdout.splitlines() if ln.startswith("fifolab") and " " not in ln]
+        print(f"driver    {'loaded' if loaded else 'not loaded'}"
+              f"{': /dev/' + ', /dev/'.join(nodes) if nodes else ''}")
+    return 1 if problem else 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    state = uplab.running()
+    if state is None:
+        print("fifolab reload: no lab is up; start one with `fifolab up`", file=sys.stderr)
+        return 1
+    src = Path(args.src).resolve()
+    if not args.watch:
+        return reload.reload_once(state, src)
+    return reload.watch(state, src)
+
+
+def cmd_follow(args: argparse.Namespace) -> int:
+    state = uplab.read_state()
+    if state is None:
+        print(f"fifolab {args.command}: no lab is up; start one with `fifolab up`",
+              file=sys.stderr)
+        return 1
+    name = "console.log" if args.command == "dmesg" else "model.log"
+    return terminal.follow(Path(state["run_dir"]) / name, args.follow)
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    return uplab.daemon_main(Path(args.dir))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +274,30 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("shell", help="interactive guest shell")
     lab_opts(sp)
     sp.set_defaults(func=cmd_shell)
+
+    sp = sub.add_parser("up", help="start a lab that stays up in the background")
+    lab_opts(sp)
+    sp.set_defaults(devices=None)
+    sp.add_argument("--wired", type=int, nargs="*", metavar="N",
+                    help="devices wired to a host socket (default: device 2 when there are 3+)")
+    sp.set_defaults(func=cmd_up)
+    sp = sub.add_parser("down", help="stop the lab and remove everything it made")
+    sp.set_defaults(func=cmd_down)
+    sp = sub.add_parser("status", help="what is running")
+    sp.set_defaults(func=cmd_status)
+    sp = sub.add_parser("reload", help="rebuild the driver if changed and reload it in the lab")
+    sp.add_argument("--watch", action="store_true", help="reload on every save of a source")
+    sp.add_argument("--src", default=str(images.DRIVER_SRC),
+                    help="driver source directory (default: the reference driver, "
+                         "guest_driver/); a directory of your own with a Kbuild")
+    sp.set_defaults(func=cmd_reload)
+    for name, what in (("dmesg", "the guest kernel log"), ("log", "the device model's log")):
+        sp = sub.add_parser(name, help=f"print {what} of the lab that is up")
+        sp.add_argument("-f", "--follow", action="store_true", help="keep following it")
+        sp.set_defaults(func=cmd_follow)
+    sp = sub.add_parser("_daemon")
+    sp.add_argument("dir")
+    sp.set_defaults(func=cmd_daemon)
 
     sp = sub.add_parser("build", help="build the guest image")
     kernel_opt(sp)

@@ -76,6 +76,13 @@ class KernelLogWatcher:
         self._partial = ""
         self.reports: list[Report] = []
 
+    def skip_existing(self) -> None:
+        """Judge only what is logged from now on."""
+        try:
+            self._offset = self.path.stat().st_size
+        except FileNotFoundError:
+            pass
+
     def poll(self) -> list[Report]:
         try:
             with open(self.path, "rb") as f:

@@ -132,6 +132,26 @@ class ExecResult:
         return self
 
 
+class PidProcess:
+    """A process this harness did not start (a lab brought up by `fifolab up`): the subset
+    of Popen that the lab uses, by pid.  A zombie counts as dead."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                state = "X"
+            if state in ("Z", "X"):
+                self.returncode = -1
+        return self.returncode
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -159,6 +179,9 @@ def qemu_command(cfg: LabConfig, image: images.Image, run: Path, ram: Path,
         "-device", "virtio-serial-pci,id=vser0",
         "-chardev", f"socket,id=qga,path={run / 'qga.sock'},server=on,wait=off",
         "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
+        # A second guest shell on /dev/hvc0, for `fifolab shell` into a lab that is up.
+        "-chardev", f"socket,id=gsh,path={run / 'shell.sock'},server=on,wait=off",
+        "-device", "virtconsole,chardev=gsh,name=fifolab.shell",
     ]
     if cfg.shell:
         cmd += ["-chardev", f"stdio,id=con,mux=on,signal=off,logfile={run / 'console.log'}",
@@ -192,6 +215,7 @@ class Lab:
             lambda loop, ctx: log.debug("asyncio: %s", ctx.get("message")))
         self._closed = False
         self._expect_exit = False
+        self._attached = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -299,9 +323,47 @@ class Lab:
             from .kmsg import KernelLogError, Report
             raise KernelLogError([Report("kmemleak", res.stdout.splitlines()[:60])])
 
+    @classmethod
+    def attach(cls, state: dict) -> "Lab":
+        """Use a lab that `fifolab up` started (see harness.uplab): connect to its QMP and
+        guest agent; close() then only disconnects.  One client at a time."""
+        lab = cls(LabConfig(**state["config"]))
+        lab._attached = True
+        lab.run_dir = Path(state["run_dir"])
+        lab.qemu = PidProcess(state["qemu_pid"])
+        lab.model = PidProcess(state["model_pid"])
+        lab.boot_seconds = state["boot_seconds"]
+        lab.kmsg = KernelLogWatcher(lab.run_dir / "console.log")
+        lab.kmsg.skip_existing()
+        try:
+            lab.check_alive()
+            lab._run(lab._connect_qmp())
+            lab._run(lab._connect_qga())
+        except BaseException:
+            lab.close()
+            raise
+        return lab
+
+    def release(self) -> None:
+        """Drop the QMP and guest-agent connections (their sockets take one client at a
+        time) so that other commands can use this lab."""
+        self._run(self._drop_clients(), timeout=5)
+
+    async def _drop_clients(self) -> None:
+        for client in (self._qga, self._qmp):
+            if client is not None:
+                await client.disconnect()
+        self._qga = self._qmp = None
+
     def close(self) -> None:
         """Stop QEMU and the model and remove every file of the run; safe to call twice."""
         if self._closed:
+            return
+        if self._attached:
+            with contextlib.suppress(Exception):
+                self._run(self._drop_clients(), timeout=5)
+            self._closed = True
+            self._loop.close()
             return
         self._closed = True
         with contextlib.suppress(Exception):

@@ -236,36 +236,44 @@ def fetch_kernel() -> Kernel:
 # ---------------------------------------------------------------- driver, programs
 
 def build_driver(kernel: Kernel, src: Path = DRIVER_SRC) -> Path:
-    """fifolab.ko for `kernel`; rebuilt only when a source under `src` changed."""
+    """The module built from `src` (fifolab.ko for guest_driver/, or whatever a developer's own
+    Kbuild names) for `kernel`; rebuilt only when a source under `src` changed."""
     files = _source_files(src, recursive=False)
     key = _hash_paths(files, kernel.abi, kernel.version)
     dest = cache_dir() / "driver" / f"{kernel.abi}-{key}"
-    ko = dest / "fifolab.ko"
-    if ko.exists():
-        return ko
-    log.info("building fifolab.ko against %s", kernel.kbuild)
+    if dest.is_dir():
+        built = sorted(dest.glob("*.ko"))
+        if built:
+            return built[0]
+    log.info("building %s against %s", src, kernel.kbuild)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         bdir = Path(tmp) / "src"
         bdir.mkdir()
         for f in files:
             shutil.copy2(f, bdir / f.name)
-        out = _run(["make", "-C", str(kernel.kbuild), f"M={bdir}", "W=1", "modules"],
-                   "building the driver (kbuild)")
-        built = bdir / "fifolab.ko"
-        if not built.exists():
-            raise BuildError(f"kbuild produced no fifolab.ko:\n{out}")
+        try:
+            out = _run(["make", "-C", str(kernel.kbuild), f"M={bdir}", "W=1", "modules"],
+                       "building the driver (kbuild)")
+        except BuildError as err:
+            # Point the compiler's file:line messages at the sources, not the scratch copy.
+            raise BuildError(str(err).replace(f"{bdir}/", f"{src}/")) from None
+        kos = sorted(bdir.glob("*.ko"))
+        if len(kos) != 1:
+            raise BuildError(f"kbuild should produce exactly one module in {src}, "
+                             f"made {[k.name for k in kos]}:\n{out}")
+        built = kos[0]
         warnings = [ln for ln in out.splitlines() if "warning:" in ln]
         stage = Path(tmp) / "out"
         stage.mkdir()
-        shutil.copy2(built, stage / "fifolab.ko")
+        shutil.copy2(built, stage / built.name)
         (stage / "build.log").write_text(out)
         if warnings:
             log.warning("driver build warnings:\n%s", "\n".join(warnings))
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(stage, dest)
-    return ko
+    return dest / built.name
 
 
 def build_programs(src: Path = PROGRAMS_SRC) -> Path:

@@ -43,6 +43,10 @@ if [ -n "$port" ]; then
 else
 	echo "fifolab-init: no guest agent port" > /dev/console
 fi
+# A shell on the virtio console (/dev/hvc0) for `fifolab shell` into a lab that is up.
+if [ -e /dev/hvc0 ]; then
+	(while :; do setsid sh -c 'exec sh -l </dev/hvc0 >/dev/hvc0 2>&1'; sleep 0.2; done) &
+fi
 echo "fifolab-init: ready" > /dev/console
 
 case " $cmdline " in

@@ -1,0 +1,104 @@
+"""The driver developer's loop: a lab that stays up, exec/check into it, reload, down."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_harness_vm import leftovers
+
+pytestmark = pytest.mark.vm
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def labdir(tmp_path, kernel):
+    d = tmp_path / "lab"
+    env = dict(os.environ, FIFOLAB_LAB_DIR=str(d))
+
+    def run(*args, timeout=600):
+        if args[0] in ("up", "check", "exec"):
+            args = (args[0], "--kernel", kernel, *args[1:])
+        return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    yield run
+    run("down")
+
+
+def test_up_exec_reload_down(labdir, tmp_path):
+    before = leftovers()
+    res = labdir("up")
+    assert res.returncode == 0, res.stderr
+    assert "lab up: 3 device(s)" in res.stdout
+    again = labdir("up")
+    assert again.returncode == 1 and "already up" in again.stderr
+
+    st = labdir("status")
+    assert st.returncode == 0 and "lab       UP" in st.stdout
+    assert "driver    loaded: /dev/fifolab0, /dev/fifolab1, /dev/fifolab2" in st.stdout
+
+    # Two commands, one VM: what the first leaves in the FIFO, the second reads.
+    assert labdir("exec", "--", "sh", "-c", "printf kept > /dev/fifolab1").returncode == 0
+    res = labdir("exec", "--", "dd", "if=/dev/fifolab1", "bs=4", "count=1")
+    assert res.stdout == "kept"
+
+    # reload a changed copy of the driver; the lab keeps working
+    src = tmp_path / "drv"
+    shutil.copytree(REPO / "guest_driver", src, ignore=shutil.ignore_patterns("programs"))
+    with open(src / "fifolab.c", "a") as f:
+        f.write('\nMODULE_INFO(fifolab_reload_test, "yes");\n')
+    res = labdir("reload", "--src", str(src))
+    assert res.returncode == 0, res.stderr
+    assert "reloaded: build " in res.stdout and "(unchanged)" not in res.stdout
+    assert "nodes: fifolab0 fifolab1 fifolab2" in res.stdout
+    res = labdir("exec", "--", "fifotest", "loop", "/dev/fifolab0", "100000", "5")
+    assert "ok 100000" in res.stdout, res.stderr
+
+    # a build error names the file and line and leaves the module loaded
+    with open(src / "fifolab.c", "a") as f:
+        f.write("\nint broken = ;\n")
+    res = labdir("reload", "--src", str(src))
+    assert res.returncode == 1
+    assert f"{src}/fifolab.c:" in res.stderr and "error:" in res.stderr
+    assert "left as it was" in res.stderr
+    res = labdir("exec", "--", "fifotest", "loop", "/dev/fifolab0", "5000", "0")
+    assert "ok 5000" in res.stdout
+
+    # the guest and model logs of the running lab
+    assert "fifolab 1.0" in labdir("dmesg").stdout
+    assert "connected" in labdir("log").stdout
+
+    # check runs in the lab that is up (no boot)
+    res = labdir("check", "-k", "loopback")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "0 failed" in res.stdout
+
+    assert labdir("down").stdout.strip() == "lab stopped"
+    assert labdir("status").returncode == 1
+    time.sleep(0.5)
+    assert leftovers() - before == set()
+
+
+def test_dead_lab_is_reported_and_cleaned(labdir):
+    before = leftovers()
+    assert labdir("up").returncode == 0
+    st = labdir("status")
+    qemu_pid = int(st.stdout.split("QEMU      pid ")[1].split()[0])
+    os.kill(qemu_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st = labdir("status")
+        if "DEAD" in st.stdout:
+            break
+        time.sleep(0.3)
+    assert st.returncode == 1 and "DEAD" in st.stdout
+    res = labdir("exec", "--", "true")
+    assert res.returncode != 0 and "fifolab down" in res.stderr
+    assert labdir("down").returncode == 0
+    time.sleep(0.5)
+    assert leftovers() - before == set()
