@@ -34,18 +34,18 @@ def reload_once(state: dict, src: Path = images.DRIVER_SRC) -> int:
     steps.append(("build" if str(ko) != state.get("driver") else "build (unchanged)",
                   time.monotonic() - t))
     name = ko.stem
-    guest_ko = f"/tmp/{name}-{ko.parent.name}.ko"
+    guest_ko = f"/tmp/{name}-{ko.parent.name.rsplit('-', 1)[-1]}.ko"
     old_ko = state.get("guest_ko", PREVIOUS)
-    # Unload the reference driver and any earlier build of this one: both bind the device.
-    unload = " ".join(sorted({"fifolab", name, Path(old_ko).stem.rsplit("-", 1)[0]}))
+    # Unload the reference driver, the module loaded last and this one: all bind the device.
+    unload = " ".join(sorted({"fifolab", name, state.get("module", "fifolab")}))
     lab = Lab.attach(state)
     try:
         t = time.monotonic()
         lab.put(ko, guest_ko)
         steps.append(("copy", time.monotonic() - t))
         t = time.monotonic()
-        res = lab.exec(f"for m in {unload}; do if grep -q \"^$m \" /proc/modules; then "
-                       f"rmmod $m 2>&1 || exit 1; fi; done", timeout=60)
+        res = lab.exec(f'for m in {unload}; do if grep -q "^$m " /proc/modules; then '
+                       f'rmmod $m 2>&1 || exit 1; fi; done', timeout=60)
         if res.returncode != 0:
             print(f"fifolab reload: rmmod failed, the old module stays loaded:\n{res.stdout}"
                   f"(is a file still open on /dev/fifolab*?)", file=sys.stderr)
@@ -61,7 +61,7 @@ def reload_once(state: dict, src: Path = images.DRIVER_SRC) -> int:
                   file=sys.stderr)
             return 1
         steps.append(("load", time.monotonic() - t))
-        uplab.update_state(driver=str(ko), guest_ko=guest_ko)
+        uplab.update_state(driver=str(ko), guest_ko=guest_ko, module=name)
         nodes = lab.exec("ls /dev | grep '^fifolab' | tr '\\n' ' '").stdout.strip()
     except KernelLogError as err:
         print(f"fifolab reload: the guest kernel reported a problem:\n{err}\n"

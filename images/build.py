@@ -239,7 +239,7 @@ def build_driver(kernel: Kernel, src: Path = DRIVER_SRC) -> Path:
     """The module built from `src` (fifolab.ko for guest_driver/, or whatever a developer's own
     Kbuild names) for `kernel`; rebuilt only when a source under `src` changed."""
     files = _source_files(src, recursive=False)
-    key = _hash_paths(files, kernel.abi, kernel.version)
+    key = _hash_paths(files + [DRIVER_SRC / "fifolab_hw.h"], kernel.abi, kernel.version)
     dest = cache_dir() / "driver" / f"{kernel.abi}-{key}"
     if dest.is_dir():
         built = sorted(dest.glob("*.ko"))
@@ -252,6 +252,9 @@ def build_driver(kernel: Kernel, src: Path = DRIVER_SRC) -> Path:
         bdir.mkdir()
         for f in files:
             shutil.copy2(f, bdir / f.name)
+        if not (bdir / "fifolab_hw.h").exists():
+            # A driver of your own gets the device's register map too.
+            shutil.copy2(DRIVER_SRC / "fifolab_hw.h", bdir / "fifolab_hw.h")
         try:
             out = _run(["make", "-C", str(kernel.kbuild), f"M={bdir}", "W=1", "modules"],
                        "building the driver (kbuild)")
