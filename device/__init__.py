@@ -9,6 +9,10 @@ Modules::
     core       FifoDevice: the device's behaviour; no sockets, no fds
     ivshmem    IvshmemServer: QEMU's ivshmem server protocol, shared memory, eventfds
     wire       HostWire: the host end of a wired device, a raw-byte Unix socket
-    service    one device = server + core; serve() runs several in one event loop
+    faults     fault kinds, hook points, FaultSet (armed faults), Flood; no I/O
+    commands   QMP command table: commands with argument schemas, validated uniformly
+    qmp        QmpServer: QMP framing, sessions, negotiation, events (no commands)
+    monitor    Monitor: the model's QMP commands (queries, fault injection)
+    service    one device = server + core; serve() runs several in one event loop (+ QMP)
     cli        python -m device
 """

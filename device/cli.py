@@ -1,12 +1,15 @@
 """Command line: ``python -m device --socket PATH[:WIREPATH] [--socket ...] --ram-path FILE
---ram-size SIZE [--fifo-depth N] [-v|--debug] [--log FILE]``.
+--ram-size SIZE [--fifo-depth N] [--qmp PATH] [-v|--debug] [--log FILE]``.
 
 ``--socket PATH`` serves a loopback device on PATH; ``--socket PATH:WIREPATH`` serves a device
 wired to the host, whose host end is the Unix socket WIREPATH (raw bytes both ways, one client
 at a time: see ``device/wire.py``).  PATH must not contain a ``:``.
 
-Prints ``READY`` on stdout once every socket (wire sockets included) listens.  SIGTERM or
-SIGINT: unlink the sockets, close everything, exit 0.  Configuration problems print one line on
+``--qmp PATH`` serves a QMP monitor on the Unix socket PATH: queries and fault injection for
+every device (``docs/faults.md``).
+
+Prints ``READY`` on stdout once every socket (wire and QMP sockets included) listens.  SIGTERM
+or SIGINT: unlink the sockets, close everything, exit 0.  Configuration problems print one line on
 stderr and exit 2.
 """
 
@@ -63,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guest RAM size, as given to QEMU (-m / backend size): 512M, 1G ...")
     p.add_argument("--fifo-depth", type=parse_size, default=DEFAULT_DEPTH, metavar="N",
                    help=f"FIFO capacity in bytes (default {DEFAULT_DEPTH})")
+    p.add_argument("--qmp", metavar="PATH",
+                   help="serve a QMP monitor (queries, fault injection) on the Unix socket "
+                   "PATH; commands take \"device\": N for the N-th --socket")
     p.add_argument("-v", "--debug", action="store_true",
                    help="log doorbells, descriptors, interrupts and wire traffic (DEBUG)")
     p.add_argument("--log", metavar="FILE", help="log to FILE instead of stderr")
@@ -85,7 +91,8 @@ async def _run(opts: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await serve(opts.socket, opts.ram_path, opts.ram_size, opts.fifo_depth, stop)
+        await serve(opts.socket, opts.ram_path, opts.ram_size, opts.fifo_depth, stop,
+                    qmp_path=opts.qmp)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     opts = parser.parse_args(argv)
     paths = [p for spec in opts.socket for p in spec if p is not None]
+    if opts.qmp is not None:
+        paths.append(opts.qmp)
     if len(set(paths)) != len(paths):
         parser.error("the same socket path is given twice")
     if opts.fifo_depth > 0xFFFFFFFF:

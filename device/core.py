@@ -5,7 +5,9 @@ This module never touches a socket or a file descriptor.  It sees:
 * ``bar2`` -- a writable buffer of :data:`regs.BAR2_SIZE` bytes (the ivshmem shared memory in
   production, a ``bytearray`` in tests) holding the register block and the two queues;
 * ``mem`` -- a :class:`~device.guestmem.GuestMemory` for DMA;
-* ``raise_vector(v)`` -- a callable that sends MSI-X vector ``v`` to the guest.
+* ``raise_vector(v)`` -- a callable that sends MSI-X vector ``v`` to the guest;
+* optionally ``clock()`` (monotonic seconds), ``schedule(when)`` (call :meth:`~FifoDevice.tick`
+  at ``clock() >= when``) and ``emit(name, data)`` (a monitor event) -- for fault injection.
 
 The transport calls :meth:`FifoDevice.doorbell` whenever the guest rings.  Everything in BAR2
 is written by an untrusted guest: a malformed index, chain, length or address becomes an error
@@ -61,18 +63,45 @@ TX FIFO) and raises the causes it produced (``RX_DONE``/``DATA_AVAIL`` after a h
 calls ``wake_host()``: the transport then re-reads :meth:`~FifoDevice.host_rx_space` and
 :meth:`~FifoDevice.host_tx_pending` to resume reading or writing its socket.  A reset (and a
 power-on) empties both FIFOs, as it empties the one FIFO in loopback.
+
+Fault injection (``device/faults.py``, ``docs/faults.md``): :attr:`FifoDevice.faults` holds the
+armed faults; the core asks it at five hook points and applies what fires through its own
+paths (:data:`FifoDevice._INJECT` maps each kind to its handler)::
+
+    doorbell()  -> DOORBELL hook (reset, spurious-irq) -> CONTROL -> fetch:
+    _fetch      -> _build ok -> FETCH hook (dma-error -> _fail; corrupt marks the request)
+    _pump_*     -> request moved its bytes -> _done -> DONE hook (slow -> _delayed[q])
+    _complete   -> USED hook (hostile: long, unknown-id, duplicate, index) -> _write_used
+    _raise      -> per vector: VECTOR hook (lost-irq: INT_RAISED flips, message not sent)
+
+Operator actions, outside any doorbell: :meth:`~FifoDevice.stall` / :meth:`~FifoDevice.resume`
+(doorbells are counted up and processed at resume; host-wire calls move nothing),
+:meth:`~FifoDevice.device_reset`, :meth:`~FifoDevice.send_spurious`.
+
+A device-initiated reset is the section 3 reset plus one rule: the device stays not READY
+(``CONTROL.ENABLE`` is ignored) until the driver performs a reset itself, so that a driver
+that has not noticed cannot post into rings the device has forgotten.
+
+Delayed completions (``slow``) keep each queue's order: a request behind a delayed one on the
+same queue is delayed at least as long.  Their used entries are written when :meth:`tick`
+(or any later call) finds them due; a reset drops them like pending requests.
+
+Events (``emit``): ``FAULT_FIRED``, ``DMA_ERROR``, ``DEVICE_RESET``, ``STATE_CHANGE`` -- see
+``docs/faults.md``.  The transport adds the ``device`` index.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from . import regs
 from .errors import DmaRangeError
+from .faults import Fault, FaultSet, Hook, Kind
 from .fifo import DEFAULT_DEPTH, ByteFifo
 from .guestmem import GuestMemory
 
@@ -100,6 +129,8 @@ _STATUS_OF_ERR = {
 # queue -> cause raised when it gets used entries
 _DONE_CAUSE = {regs.QUEUE_TX: regs.INT_TX_DONE, regs.QUEUE_RX: regs.INT_RX_DONE}
 _QUEUE_NAME = {regs.QUEUE_TX: "TX", regs.QUEUE_RX: "RX"}
+_QNAME = {regs.QUEUE_TX: "tx", regs.QUEUE_RX: "rx"}      # in faults and events
+HOSTILE_LONG_EXTRA = 4096       # a "long" hostile completion reports this many bytes too many
 _STATS = (regs.REG_STAT_TX_BYTES, regs.REG_STAT_RX_BYTES, regs.REG_STAT_IRQS,
           regs.REG_STAT_DOORBELLS, regs.REG_STAT_COMPLETIONS)
 
@@ -122,9 +153,12 @@ class Request:
     segs: list          # memoryviews of guest RAM, in chain order
     total: int          # sum of segment lengths
     nowait: bool
+    addr: int = 0       # guest address of the first segment (an injected DMA error's ERR_ADDR)
     moved: int = 0      # bytes moved so far (TX only ever partially)
     seg: int = 0        # TX: segment being copied
     off: int = 0        # TX: bytes of segs[seg] already copied
+    flips: tuple = ()   # TX corrupt fault: bit positions in the payload to flip on the way in
+    corrupt: Fault | None = None    # RX corrupt fault: flip bits once the data is written
 
 
 class FifoDevice:
@@ -133,7 +167,10 @@ class FifoDevice:
     def __init__(self, bar2, mem: GuestMemory, fifo_depth: int = DEFAULT_DEPTH,
                  peer_id: int = 0, raise_vector: Callable[[int], None] | None = None,
                  logger: logging.Logger | None = None, host_wire: bool = False,
-                 wake_host: Callable[[], None] | None = None) -> None:
+                 wake_host: Callable[[], None] | None = None,
+                 faults: FaultSet | None = None, clock: Callable[[], float] | None = None,
+                 schedule: Callable[[float], None] | None = None,
+                 emit: Callable[[str, dict], None] | None = None) -> None:
         if len(bar2) < regs.BAR2_SIZE:
             raise ValueError(f"BAR2 buffer has {len(bar2)} bytes, needs {regs.BAR2_SIZE}")
         if not 0 < fifo_depth <= U32_MASK:
@@ -149,7 +186,14 @@ class FifoDevice:
         self.peer_id = peer_id
         self._raise_vector = raise_vector or (lambda v: None)
         self.log = logger or logging.getLogger("fifolab.device")
-        self._pumps = {regs.QUEUE_TX: self._pump_tx, regs.QUEUE_RX: self._pump_rx}
+        self.faults = faults if faults is not None else FaultSet()
+        self.clock = clock or time.monotonic
+        self.schedule = schedule            # (when) -> call tick() then; None: nobody will
+        self.emit = emit or (lambda name, data: None)
+        self._stalled = False               # operator state: survives power_on
+        self._stalled_rings = 0
+        self._wakeup_at: float | None = None
+        self._last_state: tuple | None = None
         self._clear_state()
 
     # ---- register access (little-endian, straight on the shared buffer) ----
@@ -171,7 +215,10 @@ class FifoDevice:
         self._used_idx = {q: 0 for q in QUEUES}
         self._tx_fifo.clear()
         self._rx_fifo.clear()
+        self._delayed = {q: deque() for q in QUEUES}   # (due, head, moved, total), due order
         self._enabled = False
+        self._need_reset = False    # after a device-initiated reset, until the driver's reset
+        self._stalled_rings = 0
         self._status = 0
         self._int_raised = 0
         self._reset_count = 0
@@ -199,11 +246,14 @@ class FifoDevice:
         self._publish()
         self.log.debug("power on: depth %d, peer %d, %s", self._tx_fifo.depth, self.peer_id,
                        "wired" if self.host_wire else "loopback")
+        self._state_changed()
 
     def close(self) -> None:
         """Drop every reference into guest RAM and BAR2 (so their mappings can close)."""
         for pend in self._pending.values():
             pend.clear()
+        for d in self._delayed.values():
+            d.clear()
         self._tx_fifo.close()
         if self._rx_fifo is not self._tx_fifo:
             self._rx_fifo.close()
@@ -213,6 +263,11 @@ class FifoDevice:
     @property
     def enabled(self) -> bool:
         return self._enabled
+
+    @property
+    def fifo_depth(self) -> int:
+        """Capacity of the FIFO (of each FIFO when wired)."""
+        return self._tx_fifo.depth
 
     @property
     def fifo_level(self) -> int:
@@ -228,10 +283,124 @@ class FifoDevice:
         """Head indices of the requests pending on queue ``q``, in order."""
         return [r.head for r in self._pending[q]]
 
+    def delayed(self, q: int) -> list[int]:
+        """Head indices of the requests on queue ``q`` whose completion a slow fault delays."""
+        return [head for _, head, _, _ in self._delayed[q]]
+
+    @property
+    def stalled(self) -> bool:
+        return self._stalled
+
+    @property
+    def need_reset(self) -> bool:
+        """A device-initiated reset happened and the driver has not reset the device yet."""
+        return self._need_reset
+
+    @property
+    def state(self) -> str:
+        """need-reset | ready | reset-done | off (stalling is reported apart)."""
+        if self._need_reset:
+            return "need-reset"
+        if self._enabled:
+            return "ready"
+        return "reset-done" if self._status & regs.STS_RESET_DONE else "off"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a monitor shows: registers, FIFOs, queues, statistics, faults."""
+        reg = {name: self._r32(off) for name, off in (
+            ("CONTROL", regs.REG_CONTROL), ("STATUS", regs.REG_STATUS),
+            ("INT_RAISED", regs.REG_INT_RAISED), ("INT_ACKED", regs.REG_INT_ACKED),
+            ("INT_ENABLE", regs.REG_INT_ENABLE), ("RX_LEVEL", regs.REG_RX_LEVEL),
+            ("TX_SPACE", regs.REG_TX_SPACE), ("ERR_CODE", regs.REG_ERR_CODE),
+            ("RESET_COUNT", regs.REG_RESET_COUNT), ("ERR_COUNT", regs.REG_ERR_COUNT),
+            ("FEATURES", regs.REG_FEATURES), ("FIFO_DEPTH", regs.REG_FIFO_DEPTH))}
+        reg["ERR_ADDR"] = _U64.unpack_from(self._bar2, regs.REG_ERR_ADDR)[0]
+        queues = {}
+        for q in QUEUES:
+            queues[_QNAME[q]] = {
+                "avail_idx": self._r32(regs.qctl(q, regs.QCTL_AVAIL_IDX)),
+                "fetched": self._last_avail[q],
+                "used_idx": self._used_idx[q],
+                "pending": len(self._pending[q]),
+                "pending_heads": self.pending(q)[:32],
+                "delayed": len(self._delayed[q]),
+            }
+        names = {regs.REG_STAT_TX_BYTES: "tx_bytes", regs.REG_STAT_RX_BYTES: "rx_bytes",
+                 regs.REG_STAT_IRQS: "irqs", regs.REG_STAT_DOORBELLS: "doorbells",
+                 regs.REG_STAT_COMPLETIONS: "completions"}
+        return {
+            "mode": "wired" if self.host_wire else "loopback",
+            "state": self.state, "ready": self._enabled, "stalled": self._stalled,
+            "need_reset": self._need_reset, "stalled_doorbells": self._stalled_rings,
+            "registers": reg,
+            "fifo": {"depth": self._tx_fifo.depth, "rx_level": self._rx_fifo.level,
+                     "tx_level": self._tx_fifo.level},
+            "queues": queues,
+            "statistics": {names[r]: v for r, v in self._stats.items()},
+            "host": {"bytes_in": self.host_bytes_in, "bytes_out": self.host_bytes_out},
+            "faults": self.faults.describe(),
+        }
+
+    # ---- operator actions (fault injection outside a doorbell) ----
+
+    def stall(self) -> bool:
+        """Stop processing: doorbells are counted up, not handled, until :meth:`resume`.
+        False if already stalled."""
+        if self._stalled:
+            return False
+        self._stalled = True
+        self.log.info("stalled")
+        self._state_changed()
+        return True
+
+    def resume(self) -> int:
+        """Process the doorbells that came while stalled (as one); return how many came."""
+        if not self._stalled:
+            return 0
+        self._stalled = False
+        rings, self._stalled_rings = self._stalled_rings, 0
+        self.log.info("resumed (%d doorbells while stalled)", rings)
+        if rings:
+            self.doorbell(rings)
+        else:
+            self.tick()
+            self._wake_host()
+        self._state_changed()
+        return rings
+
+    def device_reset(self) -> None:
+        """A device-initiated reset, now (see the module docstring)."""
+        self._begin()
+        self._reset("device")
+        self._finish(self._levels())
+        self._wake_host()
+
+    def send_spurious(self, vector: int, count: int = 1) -> int:
+        """Send MSI-X ``vector`` ``count`` times with nothing to report (INT_RAISED stays)."""
+        if not 0 <= vector < regs.NUM_VECTORS:
+            raise ValueError(f"no vector {vector}")
+        for _ in range(count):
+            self._stats[regs.REG_STAT_IRQS] += 1
+            self._w64(regs.REG_STAT_IRQS, self._stats[regs.REG_STAT_IRQS])
+            self.log.debug("spurious vector %d", vector)
+            self._raise_vector(vector)
+        return count
+
+    def tick(self) -> None:
+        """Write the delayed used entries that are due (``schedule``'s callback)."""
+        self._wakeup_at = None
+        if self._stalled:
+            return
+        self._begin()
+        self._finish(self._levels())
+
     # ---- the doorbell ----
 
     def doorbell(self, rings: int = 1) -> None:
         """Process everything the guest posted; ``rings`` doorbells are counted."""
+        if self._stalled:
+            self._stalled_rings += rings
+            return
         self._stats[regs.REG_STAT_DOORBELLS] += rings
         debug = self.log.isEnabledFor(logging.DEBUG)
         if debug:
@@ -239,8 +408,9 @@ class FifoDevice:
                            self._r32(regs.REG_CONTROL),
                            self._r32(regs.qctl(regs.QUEUE_TX, regs.QCTL_AVAIL_IDX)),
                            self._r32(regs.qctl(regs.QUEUE_RX, regs.QCTL_AVAIL_IDX)))
-        self._causes = 0
-        self._bytes_in = self._bytes_out = 0
+        self._begin()
+        if self.faults.armed_at(Hook.DOORBELL):
+            self._hook(Hook.DOORBELL, None)
         self._control()
         mark = self._levels()
         if self._enabled:
@@ -252,6 +422,14 @@ class FifoDevice:
             for q in QUEUES:
                 self._complete_nowait(q)
         self._finish(mark)
+        self._wake_host()
+
+    def _begin(self) -> None:
+        """Start a step (doorbell, host call, tick): nothing collected yet."""
+        self._causes = 0
+        self._bytes_in = self._bytes_out = 0
+
+    def _wake_host(self) -> None:
         if self.host_wire and self.wake_host is not None:
             self.wake_host()
 
@@ -264,7 +442,10 @@ class FifoDevice:
             pass
 
     def _finish(self, mark: tuple[int, int]) -> None:
-        """Add DATA_AVAIL/SPACE_AVAIL if the levels grew since ``mark``; publish; raise."""
+        """Write due delayed completions; add DATA_AVAIL/SPACE_AVAIL if the levels grew since
+        ``mark``; publish; raise; report a state change; ask for a wake-up if one is needed."""
+        if self._enabled:
+            self._complete_due()
         level0, space0 = mark
         if self._rx_fifo.level > level0:
             self._causes |= regs.INT_DATA_AVAIL
@@ -272,6 +453,16 @@ class FifoDevice:
             self._causes |= regs.INT_SPACE_AVAIL
         self._publish()
         self._raise(self._causes)
+        self._state_changed()
+        self._want_wakeup()
+
+    def _state_changed(self) -> None:
+        """Emit STATE_CHANGE if ready/stalled/need-reset/state changed since the last one."""
+        now = (self.state, self._enabled, self._stalled, self._need_reset)
+        if now != self._last_state:
+            self._last_state = now
+            self.emit("STATE_CHANGE", dict(zip(("state", "ready", "stalled", "need_reset"),
+                                               now)))
 
     # ---- the host wire (wired devices only) ----
     #
@@ -286,23 +477,22 @@ class FifoDevice:
     def host_rx_space(self) -> int:
         """Bytes :meth:`host_write` will take now: the RX FIFO's space, 0 unless READY."""
         self._need_wire()
-        return self._rx_fifo.space if self._enabled else 0
+        return self._rx_fifo.space if self._enabled and not self._stalled else 0
 
     def host_tx_pending(self) -> int:
-        """Bytes in the TX FIFO waiting for the host."""
+        """Bytes in the TX FIFO waiting for the host (0 while stalled: nothing moves)."""
         self._need_wire()
-        return self._tx_fifo.level
+        return 0 if self._stalled else self._tx_fifo.level
 
     def host_write(self, data) -> int:
         """Host bytes into the RX FIFO: take as many as fit (pending RX requests are served as
         they arrive, freeing space); return how many were taken -- 0 when full or not READY.
         """
         self._need_wire()
-        if not self._enabled:
+        if not self._enabled or self._stalled:
             return 0
         src = memoryview(data).cast("B")
-        self._causes = 0
-        self._bytes_in = self._bytes_out = 0
+        self._begin()
         mark = self._levels()
         taken = 0
         try:
@@ -331,8 +521,9 @@ class FifoDevice:
         refill the FIFO, raise TX_DONE/SPACE_AVAIL.  Returns how many were removed.
         """
         self._need_wire()
-        self._causes = 0
-        self._bytes_in = self._bytes_out = 0
+        if self._stalled:
+            return 0
+        self._begin()
         mark = self._levels()
         n = self._tx_fifo.skip(n)
         self.host_bytes_out += n
@@ -346,9 +537,10 @@ class FifoDevice:
         requests as it empties); return how many.  :meth:`host_tx_commit` for a copy.
         """
         self._need_wire()
+        if self._stalled:
+            return 0
         out = memoryview(dst).cast("B")
-        self._causes = 0
-        self._bytes_in = self._bytes_out = 0
+        self._begin()
         mark = self._levels()
         got = 0
         try:
@@ -368,7 +560,9 @@ class FifoDevice:
     def _control(self) -> None:
         ctrl = self._r32(regs.REG_CONTROL)
         if ctrl & regs.CTRL_RESET:
-            self._reset()
+            self._reset("driver")
+        elif ctrl & regs.CTRL_ENABLE and self._need_reset:
+            self.log.debug("ENABLE ignored: the device reset itself, the driver must reset it")
         elif ctrl & regs.CTRL_ENABLE:
             if not self._enabled:
                 self.log.debug("enabled")
@@ -380,10 +574,14 @@ class FifoDevice:
             self._enabled = False
             self._status &= ~regs.STS_READY
 
-    def _reset(self) -> None:
-        """Drop every pending request uncompleted, empty the FIFO, zero USED_IDX."""
+    def _reset(self, initiator: str) -> None:
+        """Drop every pending (and delayed) request uncompleted, empty the FIFO, zero
+        USED_IDX.  ``initiator``: driver (CONTROL.RESET) or device (a fault)."""
+        dropped = 0
         for q in QUEUES:
+            dropped += len(self._pending[q]) + len(self._delayed[q])
             self._pending[q].clear()
+            self._delayed[q].clear()
             self._last_avail[q] = 0
             self._used_idx[q] = 0
             self._w32(regs.qctl(q, regs.QCTL_USED_IDX), 0)
@@ -392,8 +590,12 @@ class FifoDevice:
         self._enabled = False
         self._status = regs.STS_RESET_DONE
         self._reset_count += 1
+        self._need_reset = initiator == "device"
         self._causes |= regs.INT_RESET
-        self.log.debug("reset #%d", self._reset_count)
+        log = self.log.info if initiator == "device" else self.log.debug
+        log("reset #%d by the %s (%d requests dropped)", self._reset_count, initiator, dropped)
+        self.emit("DEVICE_RESET", {"initiator": initiator, "dropped": dropped,
+                                   "reset_count": self._reset_count})
 
     # ---- fetching and validating requests ----
 
@@ -414,9 +616,13 @@ class FifoDevice:
             head = _U16.unpack_from(self._bar2, ring + 2 * slot)[0]
             self._last_avail[q] = (self._last_avail[q] + 1) & U32_MASK
             try:
-                pend.append(self._build(q, head))
+                r = self._build(q, head)
             except _ChainError as err:
                 self._fail(q, head, err)
+                continue
+            if self.faults.armed_at(Hook.FETCH) and self._hook(Hook.FETCH, r, queue=_QNAME[q]):
+                continue        # a fault completed it
+            pend.append(r)
 
     def _build(self, q: int, head: int) -> Request:
         """Walk and check the chain at ``head``; raise :class:`_ChainError` if it is bad."""
@@ -427,6 +633,7 @@ class FifoDevice:
         segs: list[memoryview] = []
         total = 0
         head_flags = 0
+        first_addr = 0
         idx = head
         while True:
             if len(segs) >= regs.MAX_SEGS:
@@ -437,6 +644,7 @@ class FifoDevice:
                                _QUEUE_NAME[q], idx, addr, length, flags, nxt)
             if not segs:
                 head_flags = flags
+                first_addr = addr
             if length == 0:
                 raise _ChainError(regs.ERR_DESC_LEN, idx)
             try:
@@ -449,9 +657,10 @@ class FifoDevice:
             if nxt >= regs.QUEUE_SIZE:
                 raise _ChainError(regs.ERR_DESC_INDEX, nxt)
             idx = nxt
-        return Request(q, head, segs, total, bool(head_flags & regs.DESC_F_NOWAIT))
+        return Request(q, head, segs, total, bool(head_flags & regs.DESC_F_NOWAIT),
+                       first_addr)
 
-    def _fail(self, q: int, head: int, err: _ChainError) -> None:
+    def _fail(self, q: int, head: int, err: _ChainError, injected: bool = False) -> None:
         """Report a bad request (datasheet section 5) and complete it with its status."""
         status = _STATUS_OF_ERR[err.code]
         self._w32(regs.REG_ERR_CODE, err.code)
@@ -459,13 +668,60 @@ class FifoDevice:
         self._status |= regs.STS_DMA_ERROR
         self._err_count += 1
         self._causes |= regs.INT_ERROR
-        self.log.debug("%s head %d: error code %d at %#x", _QUEUE_NAME[q], head, err.code,
-                       err.addr)
+        self.log.debug("%s head %d: error code %d at %#x%s", _QUEUE_NAME[q], head, err.code,
+                       err.addr, " (injected)" if injected else "")
+        self.emit("DMA_ERROR", {"queue": _QNAME[q], "head": head, "addr": err.addr,
+                                "code": err.code, "injected": injected})
         self._complete(q, head, 0, status)
 
     # ---- completing ----
 
-    def _complete(self, q: int, head: int, length: int, status: int) -> None:
+    def _done(self, r: Request) -> None:
+        """``r`` moved what it will move: complete it now, or later (DONE hook: slow), never
+        ahead of a delayed request on its queue."""
+        q = r.queue
+        due = None
+        if self.faults.armed_at(Hook.DONE):
+            due = self._hook(Hook.DONE, r, queue=_QNAME[q])
+        delayed = self._delayed[q]
+        if due is None and not delayed:
+            self._complete(q, r.head, r.moved, regs.ST_OK, r.total)
+            return
+        due = max(due if due is not None else self.clock(), delayed[-1][0] if delayed else 0.0)
+        delayed.append((due, r.head, r.moved, r.total))
+
+    def _complete_due(self) -> None:
+        if not (self._delayed[regs.QUEUE_TX] or self._delayed[regs.QUEUE_RX]):
+            return
+        now = self.clock()
+        for q in QUEUES:
+            d = self._delayed[q]
+            while d and d[0][0] <= now:
+                _, head, moved, total = d.popleft()
+                self._complete(q, head, moved, regs.ST_OK, total)
+
+    def _want_wakeup(self) -> None:
+        """Ask ``schedule`` for a :meth:`tick` when the earliest delayed completion is due."""
+        dues = [d[0][0] for d in self._delayed.values() if d]
+        if not dues:
+            self._wakeup_at = None
+            return
+        due = min(dues)
+        if self._wakeup_at is not None and self._wakeup_at <= due:
+            return              # a tick no later than that is already asked for
+        self._wakeup_at = due
+        if self.schedule is not None:
+            self.schedule(due)
+
+    def _complete(self, q: int, head: int, length: int, status: int,
+                  total: int | None = None) -> None:
+        """Complete a request (USED hook: hostile); ``total`` is None for a bad chain."""
+        if (total is not None and self.faults.armed_at(Hook.USED)
+                and self._hook(Hook.USED, (q, head, length, status, total), queue=_QNAME[q])):
+            return
+        self._write_used(q, head, length, status)
+
+    def _write_used(self, q: int, head: int, length: int, status: int) -> None:
         """Write the used entry, then USED_IDX."""
         used = self._used_idx[q]
         off = regs.queue_base(q) + regs.Q_USED_OFF + (used % regs.QUEUE_SIZE) * regs.USED_SIZE
@@ -488,7 +744,7 @@ class FifoDevice:
         for r in pend:
             flags = _U16.unpack_from(self._bar2, table + r.head * regs.DESC_SIZE)[0]
             if flags & regs.DESC_F_CANCEL:
-                self._complete(q, r.head, r.moved, regs.ST_CANCELLED)
+                self._complete(q, r.head, r.moved, regs.ST_CANCELLED, r.total)
             else:
                 keep.append(r)
         if len(keep) != len(pend):
@@ -502,7 +758,7 @@ class FifoDevice:
         keep: deque[Request] = deque()
         for r in pend:
             if r.nowait:
-                self._complete(q, r.head, r.moved, regs.ST_OK)
+                self._done(r)
             else:
                 keep.append(r)
         self._pending[q] = keep
@@ -518,7 +774,10 @@ class FifoDevice:
             r = pend[0]
             while r.seg < len(r.segs) and fifo.space:
                 seg = r.segs[r.seg]
-                n = fifo.put(seg[r.off:])
+                src = seg[r.off:]
+                if r.flips:
+                    src = _flipped(src[:fifo.space], r.moved, r.flips)
+                n = fifo.put(src)
                 r.off += n
                 r.moved += n
                 self._bytes_in += n
@@ -529,7 +788,7 @@ class FifoDevice:
             if r.moved < r.total and not r.nowait:
                 break       # waits for space; the requests behind it wait too
             pend.popleft()
-            self._complete(regs.QUEUE_TX, r.head, r.moved, regs.ST_OK)
+            self._done(r)
             progress = True
         return progress
 
@@ -548,7 +807,9 @@ class FifoDevice:
                 r.moved += fifo.get_into(seg)
             self._bytes_out += r.moved
             pend.popleft()
-            self._complete(regs.QUEUE_RX, r.head, r.moved, regs.ST_OK)
+            if r.corrupt is not None:
+                self._corrupt_rx(r)
+            self._done(r)
             progress = True
         return progress
 
@@ -589,6 +850,122 @@ class FifoDevice:
         self._stats[regs.REG_STAT_IRQS] += len(vectors)
         self._w64(regs.REG_STAT_IRQS, self._stats[regs.REG_STAT_IRQS])
         for v in vectors:
+            if self.faults.armed_at(Hook.VECTOR) and self._hook(Hook.VECTOR, v, vector=v):
+                continue        # lost on the way
             self.log.debug("raise vector %d (causes %#x, INT_RAISED %#x)", v, new,
                            self._int_raised)
             self._raise_vector(v)
+
+    # ---- fault injection: hook points and what each kind does there ----
+    #
+    # A handler gets the fault that fired and the hook's subject; a result other than None
+    # decides the outcome and ends the hook (the remaining faults are not drawn):
+    #   DOORBELL (None)      -> None
+    #   FETCH    (Request)   -> True: the request was completed by the fault
+    #   DONE     (Request)   -> due time of its used entry
+    #   USED     (q, head, len, status, total) -> True: the entries were written by the fault
+    #   VECTOR   (vector)    -> True: the message is not sent
+
+    def _hook(self, hook: Hook, subject: Any, **ctx: Any) -> Any:
+        for f in self.faults.fire(hook, **ctx):
+            result = self._INJECT[f.kind](self, f, subject)
+            if result is not None:
+                return result
+        return None
+
+    def _fired(self, f: Fault, **details: Any) -> None:
+        self.log.info("fault %d (%s) fired: %s", f.id, f.kind.value,
+                      " ".join(f"{k}={v}" for k, v in details.items()) or "-")
+        self.emit("FAULT_FIRED", {"id": f.id, "kind": f.kind.value,
+                                  "remaining": f.remaining, **details})
+
+    def _inject_reset(self, f: Fault, _: None) -> None:
+        self._fired(f)
+        self._reset("device")
+
+    def _inject_spurious(self, f: Fault, _: None) -> None:
+        vector = f.params["vector"] or 0
+        self._fired(f, vector=vector)
+        self.send_spurious(vector)
+
+    def _inject_dma_error(self, f: Fault, r: Request) -> bool:
+        self._fired(f, queue=_QNAME[r.queue], head=r.head, addr=r.addr)
+        self._fail(r.queue, r.head, _ChainError(regs.ERR_DMA_RANGE, r.addr), injected=True)
+        return True
+
+    def _inject_corrupt(self, f: Fault, r: Request) -> None:
+        if r.queue == regs.QUEUE_RX:
+            r.corrupt = f           # the bits are chosen once the data is known
+            return
+        r.flips = _pick_bits(f, r.total)
+        self._fired(f, queue="tx", head=r.head, bits=list(r.flips))
+
+    def _corrupt_rx(self, r: Request) -> None:
+        f, r.corrupt = r.corrupt, None
+        bits = _pick_bits(f, r.moved)
+        off = 0
+        for seg in r.segs:
+            for pos in bits:
+                i = (pos >> 3) - off
+                if 0 <= i < len(seg):
+                    seg[i] ^= 1 << (pos & 7)
+            off += len(seg)
+        self._fired(f, queue="rx", head=r.head, bits=list(bits))
+
+    def _inject_slow(self, f: Fault, r: Request) -> float:
+        delay = f.params["latency_us"] * 1e-6 + r.moved * f.params["per_byte_ns"] * 1e-9
+        self._fired(f, queue=_QNAME[r.queue], head=r.head, delay_us=round(delay * 1e6))
+        return self.clock() + delay
+
+    def _inject_hostile(self, f: Fault, entry: tuple) -> bool:
+        q, head, length, status, total = entry
+        kind = f.params["kind"]
+        details: dict[str, Any] = {"queue": _QNAME[q], "head": head, "hostile": kind}
+        if kind == "long":
+            length = total + HOSTILE_LONG_EXTRA
+            details["len"] = length
+        elif kind == "unknown-id":
+            busy = {head, *self.pending(q), *self.delayed(q)}
+            free = [i for i in range(regs.QUEUE_SIZE) if i not in busy]
+            bogus = f.rng.choice(free) if free else regs.QUEUE_SIZE     # all busy: out of range
+            details["id"] = bogus
+            self._write_used(q, bogus, length, status)
+        elif kind == "duplicate":
+            self._write_used(q, head, length, status)
+        self._write_used(q, head, length, status)
+        if kind == "index":
+            self._used_idx[q] = (self._used_idx[q] + regs.QUEUE_SIZE + 1) & U32_MASK
+            self._w32(regs.qctl(q, regs.QCTL_USED_IDX), self._used_idx[q])
+            details["used_idx"] = self._used_idx[q]
+        self._fired(f, **details)
+        return True
+
+    def _inject_lost_irq(self, f: Fault, vector: int) -> bool:
+        self._fired(f, vector=vector)
+        return True
+
+    _INJECT: dict[Kind, Callable[["FifoDevice", Fault, Any], Any]] = {
+        Kind.RESET: _inject_reset,
+        Kind.SPURIOUS_IRQ: _inject_spurious,
+        Kind.DMA_ERROR: _inject_dma_error,
+        Kind.CORRUPT: _inject_corrupt,
+        Kind.SLOW: _inject_slow,
+        Kind.HOSTILE: _inject_hostile,
+        Kind.LOST_IRQ: _inject_lost_irq,
+    }
+
+
+def _pick_bits(f: Fault, nbytes: int) -> tuple[int, ...]:
+    """``f.params["bits"]`` distinct bit positions in an ``nbytes`` payload, from ``f.rng``."""
+    n = min(f.params["bits"], nbytes * 8)
+    return tuple(sorted(f.rng.sample(range(nbytes * 8), n))) if n else ()
+
+
+def _flipped(chunk: memoryview, start: int, flips: tuple[int, ...]) -> memoryview:
+    """A copy of ``chunk`` (payload bytes ``start ..``) with the ``flips`` in it flipped."""
+    buf = bytearray(chunk)
+    for pos in flips:
+        i = (pos >> 3) - start
+        if 0 <= i < len(buf):
+            buf[i] ^= 1 << (pos & 7)
+    return memoryview(buf)

@@ -7,8 +7,13 @@
      |                           the device core turns it into ST_DMA_ERROR, never lets it out
      +-- ConfigError             bad command line or environment: a missing or short RAM file,
      |                           a bad size; the CLI prints it without a traceback
-     +-- TransportError          the ivshmem server could not do its job
-          +-- SocketInUseError   the socket path is taken by a live server or a non-socket
+     +-- TransportError          the ivshmem server (or the QMP monitor) could not do its job
+     |    +-- SocketInUseError   the socket path is taken by a live server or a non-socket
+     +-- FaultError              a fault cannot be armed or cleared as asked (bad parameters,
+     |                           unknown id, a wire fault on a loopback device)
+     +-- CommandError            a QMP command failed: carries QEMU's error class
+                                 (GenericError, CommandNotFound, DeviceNotFound); the monitor
+                                 turns it into an ``error`` reply, never a disconnect
 
 Wrappers keep the root cause (``raise ... from err``).
 """
@@ -39,3 +44,16 @@ class TransportError(FifolabError):
 
 class SocketInUseError(TransportError):
     """The socket path is served by someone else, or is not a socket."""
+
+
+class FaultError(FifolabError):
+    """A fault cannot be armed or cleared as asked."""
+
+
+class CommandError(FifolabError):
+    """A QMP command failed; ``error_class`` is QEMU's error class for the reply."""
+
+    def __init__(self, desc: str, error_class: str = "GenericError") -> None:
+        super().__init__(desc)
+        self.desc = desc
+        self.error_class = error_class

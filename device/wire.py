@@ -25,6 +25,16 @@ Flow control, with nothing dropped::
         full a writer waits for it to drain; while no client is connected the bytes stay in the
         TX FIFO, and TX requests wait behind them.
 
+A **flood** (fault injection, ``fault-flood``): host traffic generated here from a
+:class:`~device.faults.Flood` instead of read from a client -- more bytes than the RX FIFO holds,
+pushed whenever it has room (at each update, i.e. after every doorbell), so the guest is always
+behind.  It obeys the same flow control: the flood is queued here and fed as space frees, never
+dropped.  Held client bytes go first, then flood bytes; a connected client's bytes interleave
+with the flood's at chunk boundaries.
+
+Events (``emit``): ``HOST_WIRE`` {connected, client} when a client comes or goes,
+``FLOOD_DONE`` {id, offered, accepted, refused} when a flood has been taken whole.
+
 State::
 
     NEW --start()--> LISTENING --close()--> CLOSED        (close() also from NEW)
@@ -36,9 +46,11 @@ import asyncio
 import logging
 import os
 import socket
+from typing import Callable
 
 from .core import FifoDevice
-from .errors import TransportError
+from .errors import FaultError, TransportError
+from .faults import Flood
 from .ivshmem import State, listen_unix
 
 __all__ = ["HostWire", "DEFAULT_CHUNK"]
@@ -70,6 +82,8 @@ class HostWire:
         self._inbuf = bytearray(chunk)
         self._in = memoryview(self._inbuf)
         self._held = (0, 0)         # _inbuf[start:end]: received, not yet taken by the device
+        self.flood: Flood | None = None         # the flood being fed, or the last one
+        self.emit: Callable[[str, dict], None] = lambda name, data: None
 
     # ---- state ----
 
@@ -117,6 +131,46 @@ class HostWire:
             self.log.info("host wire closed (in %d, out %d bytes)", self.bytes_in,
                           self.bytes_out)
 
+    # ---- fault injection: a flood ----
+
+    def start_flood(self, flood: Flood) -> None:
+        """Feed ``flood`` into the device as its RX FIFO frees (one flood at a time)."""
+        if self.state is not State.LISTENING:
+            raise FaultError("the host wire is not listening")
+        if self.flood is not None and not self.flood.done:
+            raise FaultError(f"flood {self.flood.id} is still running "
+                             f"({self.flood.remaining} bytes to go)")
+        self.flood = flood
+        self.log.info("flood %d: %d bytes (%s)", flood.id, flood.total, flood.pattern)
+        self.kick()
+
+    def stop_flood(self) -> Flood | None:
+        """Cancel the running flood; return it (None if none runs)."""
+        flood = self.flood
+        if flood is None or flood.done:
+            return None
+        flood.cancelled = True
+        self.log.info("flood %d cancelled after %d of %d bytes", flood.id, flood.accepted,
+                      flood.total)
+        return flood
+
+    def _push_flood(self) -> None:
+        flood = self.flood
+        if flood is None or flood.done:
+            return
+        while flood.remaining:
+            space = self.core.host_rx_space()
+            n = self.core.host_write(flood.peek(min(space, len(self._in)))) if space else 0
+            flood.commit(n)
+            self.bytes_in += n
+            if not n:
+                break
+        if flood.done and not flood.cancelled:
+            self.log.info("flood %d done: %d bytes, the RX FIFO was full %d times", flood.id,
+                          flood.accepted, flood.refused)
+            self.emit("FLOOD_DONE", {"id": flood.id, "offered": flood.total,
+                                     "accepted": flood.accepted, "refused": flood.refused})
+
     # ---- the device's side ----
 
     def kick(self) -> None:
@@ -132,6 +186,8 @@ class HostWire:
         if self.state is not State.LISTENING:
             return
         self._push_held()
+        if not self.held:
+            self._push_flood()
         if not self._writing:
             self._send_pending()
         self._set_reading(self._client is not None and not self.held
@@ -170,6 +226,7 @@ class HostWire:
         self._session = [0, 0]
         self.log.info("wire client #%d connected (%d TX bytes queued, %d host bytes held)",
                       self._client_no, self.core.host_tx_pending(), self.held)
+        self.emit("HOST_WIRE", {"connected": True, "client": self._client_no})
         self._update()
 
     def _drop_client(self, why: str) -> None:
@@ -181,6 +238,7 @@ class HostWire:
         sock.close()
         self.log.info("wire client #%d gone: %s (in %d, out %d bytes)", self._client_no, why,
                       *self._session)
+        self.emit("HOST_WIRE", {"connected": False, "client": self._client_no})
 
     def _on_readable(self) -> None:
         sock = self._client

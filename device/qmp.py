@@ -1,0 +1,436 @@
+"""A QMP server on a Unix socket: QEMU's monitor protocol, for the device model.
+
+Three layers, as in qemu.qmp (transport apart from protocol), none of which knows a command::
+
+    JsonSplitter   framing: a byte stream -> complete JSON texts, or framing errors.  Like
+                   QEMU's json-streamer it needs no newlines (qemu.qmp's QMPClient sends none):
+                   a text ends where its outermost {} or [] closes, a bare scalar at the next
+                   whitespace.  A stray character (outside a string, not JSON) or a text over
+                   MAX_TEXT bytes or MAX_DEPTH deep is an error; the splitter then skips to the
+                   next newline or '{' and carries on.
+    QmpSession     one client: greeting, capabilities negotiation, execute -> return/error,
+                   events; replies in order.  Its phase is an explicit enum:
+
+                       NEGOTIATION --qmp_capabilities--> COMMAND --EOF/error/close--> CLOSED
+                       NEGOTIATION --EOF/error/close--> CLOSED
+
+    QmpServer      the listening socket, the sessions, :meth:`~QmpServer.emit` (an event to
+                   every session in COMMAND phase), :meth:`~QmpServer.close`.
+
+What runs a command is a :class:`~device.commands.CommandTable` handed to the server.
+
+Wire format (QEMU ``docs/interop/qmp-spec.rst``), one JSON object per message, CRLF after each::
+
+    S: {"QMP": {"version": {"qemu": {"major": 1, "minor": 0, "micro": 0},
+                            "package": "fifolab device model"}, "capabilities": []}}
+    C: {"execute": "qmp_capabilities"}
+    S: {"return": {}}
+    C: {"execute": "fault-dma-error", "arguments": {"queue": "rx"}, "id": 7}
+    S: {"return": {"id": 1}, "id": 7}
+    S: {"event": "FAULT_FIRED", "data": {...}, "timestamp": {"seconds": s, "microseconds": us}}
+
+Errors never end a session: bad JSON or a non-object gets an error reply *without* an id (as
+QEMU does; there is nothing to echo), everything else gets one with the request's id.  A client
+that does not read its replies and events (more than MAX_BACKLOG bytes queued) is dropped with
+a log line; the others carry on.
+
+Server state: ``NEW --start()--> LISTENING --close()--> CLOSED`` (close() also from NEW), kept
+by :func:`require`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any, Callable
+
+from . import regs
+from .commands import ERR_GENERIC, ERR_NOT_FOUND, CommandTable
+from .errors import CommandError, FifolabError, TransportError
+from .ivshmem import State, listen_unix
+
+__all__ = ["QmpServer", "QmpSession", "JsonSplitter", "FramingError", "Phase", "require",
+           "greeting", "MAX_TEXT", "MAX_DEPTH", "MAX_BACKLOG"]
+
+MAX_TEXT = 1 << 20          # bytes in one JSON text
+MAX_DEPTH = 64              # nesting of {} and []
+MAX_BACKLOG = 4 << 20       # bytes queued to a client that does not read
+READ_CHUNK = 65536
+
+_WS = frozenset(b" \t\r\n")
+_OPEN = frozenset(b"{[")
+_CLOSE = frozenset(b"}]")
+_BARE = frozenset(b"0123456789-+.eE,:truefalsn")     # numbers, separators, true/false/null
+_NL, _LBRACE, _QUOTE, _BSLASH = 0x0A, 0x7B, 0x22, 0x5C
+
+
+class Phase(enum.Enum):
+    NEGOTIATION = "negotiation"
+    COMMAND = "command"
+    CLOSED = "closed"
+
+
+def require(*states: State):
+    """Method decorator: raise :class:`TransportError` unless ``self.state`` is one of
+    ``states`` (works for plain and async methods)."""
+    def decorate(fn):
+        def check(self):
+            if self.state not in states:
+                raise TransportError(f"{fn.__name__}() in state {self.state.value}")
+        if asyncio.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def async_wrapper(self, *args, **kwargs):
+                check(self)
+                return await fn(self, *args, **kwargs)
+            return async_wrapper
+
+        @functools.wraps(fn)
+        def wrapper(self, *args, **kwargs):
+            check(self)
+            return fn(self, *args, **kwargs)
+        return wrapper
+    return decorate
+
+
+def greeting(package: str = "fifolab device model") -> dict:
+    """The QMP greeting: the model's version (VERSION register) in QEMU's shape."""
+    return {"QMP": {"version": {"qemu": {"major": regs.VERSION_VALUE >> 16,
+                                         "minor": regs.VERSION_VALUE & 0xFFFF, "micro": 0},
+                                "package": package},
+                    "capabilities": []}}
+
+
+def _error(desc: str, error_class: str = ERR_GENERIC) -> dict:
+    return {"error": {"class": error_class, "desc": desc}}
+
+
+# ---- framing ----
+
+class FramingError:
+    """An item of :meth:`JsonSplitter.feed`'s output: input that is not JSON."""
+
+    __slots__ = ("desc",)
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+
+    def __repr__(self) -> str:
+        return f"FramingError({self.desc!r})"
+
+
+class JsonSplitter:
+    """Bytes in, complete JSON texts (bytes) and :class:`FramingError` out, in order."""
+
+    def __init__(self, max_text: int = MAX_TEXT, max_depth: int = MAX_DEPTH) -> None:
+        self.max_text = max_text
+        self.max_depth = max_depth
+        self._buf = bytearray()
+        self._depth = 0
+        self._in_str = False
+        self._esc = False
+        self._skip = False
+
+    def _fail(self, out: list, desc: str) -> None:
+        out.append(FramingError(desc))
+        self._buf.clear()
+        self._depth = 0
+        self._in_str = self._esc = False
+        self._skip = True
+
+    def _emit(self, out: list) -> None:
+        out.append(bytes(self._buf))
+        self._buf.clear()
+
+    def feed(self, data: bytes) -> list:
+        out: list = []
+        buf = self._buf
+        for b in data:
+            if self._skip:
+                if b == _NL:
+                    self._skip = False
+                    continue
+                if b != _LBRACE:
+                    continue
+                self._skip = False
+            if self._in_str:
+                buf.append(b)
+                if self._esc:
+                    self._esc = False
+                elif b == _BSLASH:
+                    self._esc = True
+                elif b == _QUOTE:
+                    self._in_str = False
+            elif b in _WS:
+                if self._depth:
+                    buf.append(b)
+                elif buf:
+                    self._emit(out)             # a bare top-level scalar ends
+            elif b in _OPEN:
+                if not self._depth and buf:
+                    self._emit(out)
+                self._depth += 1
+                buf.append(b)
+                if self._depth > self.max_depth:
+                    self._fail(out, f"JSON nesting deeper than {self.max_depth}")
+                    continue
+            elif b in _CLOSE:
+                if not self._depth:
+                    self._fail(out, f"JSON parse error, stray '{chr(b)}'")
+                    continue
+                self._depth -= 1
+                buf.append(b)
+                if not self._depth:
+                    self._emit(out)
+            elif b == _QUOTE:
+                self._in_str = True
+                buf.append(b)
+            elif b in _BARE:
+                buf.append(b)
+            else:
+                shown = chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}"
+                self._fail(out, f"JSON parse error, stray '{shown}'")
+                continue
+            if len(buf) > self.max_text:
+                self._fail(out, f"JSON text longer than {self.max_text} bytes")
+        return out
+
+
+# ---- one client ----
+
+class QmpSession:
+    """One client connection: greeting, negotiation, commands, events."""
+
+    def __init__(self, server: "QmpServer", reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, number: int) -> None:
+        self.server = server
+        self.number = number
+        self.phase = Phase.NEGOTIATION
+        self.log = server.log.getChild(f"client{number}")
+        self._reader = reader
+        self._writer = writer
+        self._splitter = JsonSplitter()
+
+    # ---- transport ----
+
+    def send(self, obj: dict) -> None:
+        """Queue one message; drop the session if the client stopped reading long ago."""
+        if self.phase is Phase.CLOSED:
+            return
+        transport = self._writer.transport
+        if transport.is_closing():
+            self._close("connection closing")
+            return
+        self._writer.write(json.dumps(obj, separators=(", ", ": ")).encode() + b"\r\n")
+        if transport.get_write_buffer_size() > MAX_BACKLOG:
+            self.log.warning("client is not reading (%d bytes queued): dropping it",
+                             transport.get_write_buffer_size())
+            self._close("not reading", abort=True)
+
+    def _close(self, why: str, abort: bool = False) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        self.log.info("disconnected: %s", why)
+        try:
+            if abort:
+                self._writer.transport.abort()
+            else:
+                self._writer.close()
+        except Exception as err:        # the peer may be long gone
+            self.log.debug("close: %s", err)
+
+    def shutdown(self, why: str) -> None:
+        """End the session from outside: close the connection (at once if the client is not
+        reading what is queued for it); :meth:`run` then returns."""
+        backlog = self._writer.transport.get_write_buffer_size()
+        self._close(why, abort=backlog > 0)
+
+    async def run(self) -> None:
+        """Serve the client until EOF, an error, or cancellation (server closing)."""
+        self.log.info("connected")
+        why = "EOF"
+        try:
+            self.send(greeting())
+            while self.phase is not Phase.CLOSED:
+                data = await self._reader.read(READ_CHUNK)
+                if not data:
+                    break
+                for item in self._splitter.feed(data):
+                    reply = self.handle(item)
+                    if reply is not None:
+                        self.send(reply)
+                    if self.phase is Phase.CLOSED:
+                        break
+                if self.phase is not Phase.CLOSED:
+                    await self._writer.drain()
+        except (ConnectionError, OSError) as err:
+            why = f"connection lost: {err}"
+        except asyncio.CancelledError:
+            why = "cancelled"
+            raise
+        finally:
+            self._close(why)
+
+    # ---- protocol ----
+
+    def handle(self, item: bytes | FramingError) -> dict | None:
+        """One JSON text (or framing error) -> its reply."""
+        if isinstance(item, FramingError):
+            self.log.info("bad input: %s", item.desc)
+            return _error(item.desc)
+        try:
+            msg = json.loads(item)
+        except (ValueError, RecursionError) as err:     # UnicodeDecodeError is a ValueError
+            self.log.info("bad JSON: %s", err)
+            return _error(f"JSON parse error, {err}")
+        if not isinstance(msg, dict):
+            return _error("QMP input must be a JSON object")
+        reply = self._execute(msg)
+        if "id" in msg:
+            reply["id"] = msg["id"]
+        return reply
+
+    def _execute(self, msg: dict) -> dict:
+        for key in msg:
+            if key not in ("execute", "arguments", "id", "control"):
+                if key == "exec-oob":
+                    return _error("Out-of-band execution is not supported: the greeting "
+                                  "offers no 'oob' capability")
+                return _error(f"QMP input member '{key}' is unexpected")
+        if "execute" not in msg:
+            return _error("QMP input lacks member 'execute'")
+        name = msg["execute"]
+        if not isinstance(name, str):
+            return _error("QMP input member 'execute' must be a string")
+        args = msg.get("arguments", {})
+        if not isinstance(args, dict):
+            return _error("QMP input member 'arguments' must be an object")
+        cmd = self.server.commands.get(name)
+        if self.phase is Phase.NEGOTIATION and not (cmd and cmd.negotiation):
+            return _error("Expecting capabilities negotiation with 'qmp_capabilities'",
+                          ERR_NOT_FOUND)
+        if self.phase is Phase.COMMAND and cmd and cmd.negotiation:
+            return _error("Capabilities negotiation is already complete, command ignored",
+                          ERR_NOT_FOUND)
+        try:
+            result = self.server.commands.run(name, args)
+        except CommandError as err:
+            self.log.debug("%s: %s: %s", name, err.error_class, err.desc)
+            return _error(err.desc, err.error_class)
+        except FifolabError as err:
+            self.log.debug("%s: %s", name, err)
+            return _error(str(err))
+        except Exception as err:        # a monitor bug must not take the model down
+            self.log.exception("command %s failed", name)
+            return _error(f"internal error in {name}: {type(err).__name__}: {err}")
+        if cmd is not None and cmd.negotiation:
+            self.phase = Phase.COMMAND
+            self.log.debug("capabilities negotiated")
+        return {"return": {} if result is None else result}
+
+    def event(self, message: dict) -> None:
+        if self.phase is Phase.COMMAND:
+            self.send(message)
+
+
+# ---- the server ----
+
+class QmpServer:
+    """Serve QMP on the Unix socket ``path`` with the commands of ``commands``."""
+
+    def __init__(self, path: str, commands: CommandTable,
+                 logger: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.commands = commands
+        self.log = logger or logging.getLogger("fifolab.qmp")
+        self.state = State.NEW
+        self._clock = clock
+        self._server: asyncio.AbstractServer | None = None
+        self._sessions: dict[QmpSession, asyncio.Task] = {}
+        self._count = 0
+        self.events_sent = 0
+
+    @property
+    def sessions(self) -> list[QmpSession]:
+        return list(self._sessions)
+
+    @require(State.NEW)
+    async def start(self) -> None:
+        sock = listen_unix(self.path)
+        try:
+            self._server = await asyncio.start_unix_server(self._on_client, sock=sock)
+        except BaseException:
+            sock.close()
+            os.unlink(self.path)
+            raise
+        self.state = State.LISTENING
+        self.log.info("QMP monitor listening on %s", self.path)
+
+    async def close(self) -> None:
+        """Stop listening, end every session, unlink the socket.
+
+        Sessions end by having their connection closed (their reads see EOF), not by
+        cancelling their tasks: asyncio's stream server would report a cancelled
+        client-connected task as an error.  One that does not end in time is cancelled.
+        """
+        if self.state is State.CLOSED:
+            return
+        was_listening = self.state is State.LISTENING
+        self.state = State.CLOSED
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions):
+            session.shutdown("server closing")
+        tasks = list(self._sessions.values())
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=2.0)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if was_listening:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.log.info("QMP monitor closed")
+
+    async def _on_client(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        if self.state is not State.LISTENING:
+            writer.close()
+            return
+        self._count += 1
+        session = QmpSession(self, reader, writer, self._count)
+        self._sessions[session] = asyncio.current_task()
+        try:
+            await session.run()
+        except Exception:               # a bug in a session must not end the others
+            self.log.exception("QMP session %d failed", session.number)
+        finally:
+            self._sessions.pop(session, None)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        """Send event ``name`` to every negotiated session."""
+        now = self._clock()
+        seconds = int(now)
+        message = {"event": name, "data": data,
+                   "timestamp": {"seconds": seconds,
+                                 "microseconds": int((now - seconds) * 1_000_000)}}
+        self.log.debug("event %s %s", name, data)
+        for session in list(self._sessions):
+            session.event(message)
+        self.events_sent += 1
