@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import signal
 import sys
 import time
 from pathlib import Path
+
+from qemu.qmp import QMPError
 
 from images import build as images
 from . import reload, terminal, uplab
@@ -233,6 +236,42 @@ def cmd_follow(args: argparse.Namespace) -> int:
     return terminal.follow(Path(state["run_dir"]) / name, args.follow)
 
 
+def _qmp_value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_qmp(args: argparse.Namespace) -> int:
+    state = uplab.running()
+    if state is None:
+        print("fifolab qmp: no lab is up; start one with `fifolab up` (or use the QMP sockets "
+              "of your own run: qmp-shell RUN_DIR/qmp.sock, RUN_DIR/model-qmp.sock)",
+              file=sys.stderr)
+        return 1
+    arguments = {}
+    for kv in args.args:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            print(f"fifolab qmp: argument {kv!r} is not KEY=VALUE", file=sys.stderr)
+            return 2
+        arguments[key] = _qmp_value(value)
+    lab = Lab.attach(state)
+    try:
+        if args.model:
+            out = lab.model_qmp(args.cmd, arguments or None)
+        else:
+            out = lab.qmp(args.cmd, arguments or None)
+    except QMPError as err:
+        print(f"fifolab qmp: {err}", file=sys.stderr)
+        return 1
+    finally:
+        lab.close()
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     return uplab.daemon_main(Path(args.dir))
 
@@ -295,6 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=f"print {what} of the lab that is up")
         sp.add_argument("-f", "--follow", action="store_true", help="keep following it")
         sp.set_defaults(func=cmd_follow)
+    sp = sub.add_parser("qmp", help="a QMP command on the running lab's QEMU, or with --model "
+                                    "on the device model's monitor (faults)")
+    sp.add_argument("--model", action="store_true", help="the device model's monitor")
+    sp.add_argument("cmd", help="e.g. query-status, fault-dma-error, query-fifolab")
+    sp.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments (JSON values)")
+    sp.set_defaults(func=cmd_qmp)
     sp = sub.add_parser("_daemon")
     sp.add_argument("dir")
     sp.set_defaults(func=cmd_daemon)

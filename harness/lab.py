@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPClient, QMPError
+from qemu.qmp import EventListener, QMPClient, QMPError
 
 from images import build as images
 from .kmsg import KernelLogWatcher
@@ -210,6 +210,8 @@ class Lab:
         self.kmsg: KernelLogWatcher | None = None
         self._qmp: QMPClient | None = None
         self._qga: QMPClient | None = None
+        self._mqmp: QMPClient | None = None          # the device model's own monitor
+        self._mevents: EventListener | None = None
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(
             lambda loop, ctx: log.debug("asyncio: %s", ctx.get("message")))
@@ -250,7 +252,8 @@ class Lab:
         cmd = [sys.executable, "-m", "device", "--ram-path", str(self.ram_path),
                "--ram-size", str(self.cfg.memory_mb << 20),
                "--fifo-depth", str(self.cfg.fifo_depth),
-               "--log", str(self.run_dir / "model.log")]
+               "--log", str(self.run_dir / "model.log"),
+               "--qmp", str(self.run_dir / "model-qmp.sock")]
         if self.cfg.model_debug:
             cmd.append("--debug")
         for spec in specs:
@@ -350,10 +353,10 @@ class Lab:
         self._run(self._drop_clients(), timeout=5)
 
     async def _drop_clients(self) -> None:
-        for client in (self._qga, self._qmp):
+        for client in (self._qga, self._qmp, self._mqmp):
             if client is not None:
                 await client.disconnect()
-        self._qga = self._qmp = None
+        self._qga = self._qmp = self._mqmp = None
 
     def close(self) -> None:
         """Stop QEMU and the model and remove every file of the run; safe to call twice."""
@@ -449,6 +452,8 @@ class Lab:
                 return
 
     async def _disconnect(self) -> None:
+        if self._mqmp is not None:
+            await self._mqmp.disconnect()
         if self._qga is not None:
             await self._qga.disconnect()
         if self._qmp is not None:
@@ -611,6 +616,39 @@ class Lab:
     def qmp(self, cmd: str, args: dict | None = None) -> Any:
         """Execute a command on QEMU's QMP monitor."""
         return self._run(self._qmp.execute(cmd, args))
+
+    # ------------------------------------------------------------ the device model's monitor
+
+    def model_qmp(self, cmd: str, args: dict | None = None) -> Any:
+        """Execute a command on the device model's QMP monitor (faults, queries)."""
+        self.check_alive()
+        return self._run(self._model_execute(cmd, args))
+
+    async def _model_execute(self, cmd: str, args: dict | None) -> Any:
+        if self._mqmp is None:
+            self._mqmp = QMPClient("fifolab-model")
+            self._mevents = EventListener()
+            self._mqmp.register_listener(self._mevents)
+            await self._mqmp.connect(str(self.run_dir / "model-qmp.sock"))
+        return await self._mqmp.execute(cmd, args)
+
+    def model_event(self, name: str, timeout: float = 30.0, **match: Any) -> dict:
+        """Wait for the model's event `name` whose data contains `match`; returns its data.
+        Events since the monitor was first used are kept, so arm first, then wait."""
+        if self._mqmp is None:
+            self.model_qmp("query-version")
+
+        async def wait() -> dict:
+            while True:
+                ev = await self._mevents.get()
+                data = ev.get("data", {})
+                if ev["event"] == name and all(data.get(k) == v for k, v in match.items()):
+                    return data
+        try:
+            return self._run(wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            raise GuestTimeout(f"no {name} event {match or ''} from the device model within "
+                               f"{timeout:.0f} s{self._model_log_tail()}") from None
 
     def wait_exit(self) -> int:
         """Wait until QEMU exits by itself (the interactive shell); returns its status."""
