@@ -21,10 +21,10 @@
  * Request life cycle (state is protected by queue->lock; DONE is also read
  * locklessly by the owner with acquire semantics):
  *
- *   NEW --post--> POSTED --used entry (IRQ) or remove()--> DONE
+ *   NEW --post--> POSTED --used entry (IRQ), recovery or remove()--> DONE
  *                   |
- *                   +--cancel timed out (owner)--> ORPHANED
- *                         --used entry or remove()--> freed by the driver
+ *                   +--cancel timed out, or req->fail (owner)--> ORPHANED
+ *                         --used entry, recovery or remove()--> freed
  *
  * Who owns what: a NEW or DONE request belongs to the task that allocated it
  * (its owner), which alone may free it.  While POSTED, the descriptors and
@@ -93,10 +93,48 @@
  *     ring torn down by a live process waits (async_timeout_ms bounds it).
  *     Registered (fixed) buffers are not user-backed: -EINVAL.
  *
- * The device is not trusted: used entries name heads and byte counts that
- * are checked against what is in flight before anything is completed (a
- * bogus entry is counted in sysfs bad_completions and dropped), and a bad
- * USED_IDX cannot make the interrupt handler loop for long.
+ * Faults (datasheet 7; docs/faults.md injects each).  The device is not
+ * trusted, and every pending request ends -- the caller gets its data or an
+ * error, never silence:
+ *
+ *   DMA error       the request fails with -EIO; poll() reports EPOLLERR
+ *                   while STATUS.DMA_ERROR (sticky until a reset), and
+ *                   SIGIO carries POLL_ERR.  The device carries on.
+ *   lost interrupt  the watchdog (fifolab_watch_work(), every
+ *                   completion_timeout_ms while requests are in flight)
+ *                   acks and reaps as the handler would; idempotent, so
+ *                   nothing is lost or completed twice (sysfs lost_irqs).
+ *   spurious IRQ    nothing pending: counted (spurious_irqs), ignored.
+ *   slow device     completions come late: nothing to do.
+ *   stall           the watchdog rings a doorbell each run; when
+ *                   STAT_DOORBELLS stands still for stall_timeout_ms with
+ *                   requests in flight, fifolab_recover(-ETIMEDOUT).
+ *   device reset    INT_RESET, or READY gone, while RUNNING:
+ *                   fifolab_recover(-EIO); nothing is reaped (USED_IDX is 0
+ *                   and the requests were dropped uncompleted).
+ *   hostile entry   used entries are checked before anything is completed:
+ *                   at most as many as are in flight, each naming a head in
+ *                   flight, len <= the request's.  A violation is counted
+ *                   (bad_completions), logged at a rate limit, stops the
+ *                   queue and calls fifolab_recover(-EIO).
+ *   corrupted data  reported OK by the device: undetectable here (the
+ *                   tests check sums end to end).
+ *   hot-unplug      remove() fails what is in flight with -ENODEV (below).
+ *
+ * fifolab_recover() stops both queues (nothing posted, nothing reaped),
+ * says EPOLLERR and POLL_ERR, and recover_work resets the device.  Once it
+ * has reset it holds no request, so everything in flight fails with the
+ * reason's errno -- requests are not re-posted: a TX request's bytes may be
+ * partly in the FIFO, which the reset empties -- and the queues restart
+ * from zero (datasheet 3).  Requests waiting to be posted then go ahead.  A
+ * stalled device does not reset: its callers are answered at once (sync:
+ * req->fail, the owner orphans the request; async: ki_complete()), the
+ * pages stay pinned, CONTROL stays RESET and recover_work looks again each
+ * completion_timeout_ms; when the device resumes it resets first, then the
+ * orphans are freed and the device is brought up again.  Meanwhile new
+ * requests fail with -EIO.  Bytes the FIFO held at a reset are lost with
+ * it (the device empties it): readers learn of the reset through POLL_ERR
+ * and sysfs recoveries, not through a short read.
  */
 
 #include <linux/aio.h>
@@ -149,6 +187,22 @@ module_param(async_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(async_timeout_ms,
 		 "cancel an async request still pending after this long (ms, 0 = never)");
 
+static unsigned int completion_timeout_ms = 1000;
+module_param(completion_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(completion_timeout_ms,
+		 "while requests are in flight, look for completions whose interrupt was lost this often (ms, default 1000)");
+
+static unsigned int stall_timeout_ms = 5000;
+module_param(stall_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(stall_timeout_ms,
+		 "a device that handles no doorbell for this long with requests in flight is stalled: they fail with -ETIMEDOUT (ms, default 5000, 0 = never)");
+
+/* How often the watchdog looks while requests are in flight. */
+static unsigned long fifolab_watch_period(void)
+{
+	return msecs_to_jiffies(max(READ_ONCE(completion_timeout_ms), 10U));
+}
+
 static struct class *fifolab_class;
 static dev_t fifolab_devt;
 static DEFINE_IDA(fifolab_minors);
@@ -158,6 +212,21 @@ enum fifolab_req_state {
 	FIFOLAB_REQ_POSTED,	/* device's; in queue->inflight[head] */
 	FIFOLAB_REQ_DONE,	/* owner's again; moved/err are final */
 	FIFOLAB_REQ_ORPHANED,	/* posted, owner gone; freed on completion */
+};
+
+/*
+ * The device as the driver sees it (P: fdev->irq_lock):
+ *
+ *   DOWN --probe: reset + enable--> RUNNING
+ *   RUNNING --fifolab_recover(): device reset itself, broke a rule
+ *             or stalled--> RECOVERING (queues stopped)
+ *   RECOVERING --recover_work: device reset and ready--> RUNNING
+ *   any --remove()--> DOWN
+ */
+enum fifolab_hw_state {
+	FIFOLAB_HW_DOWN,
+	FIFOLAB_HW_RUNNING,
+	FIFOLAB_HW_RECOVERING,
 };
 
 /*
@@ -190,6 +259,9 @@ struct fifolab_req {
 	u16 head_flags;			/* what we wrote in the head */
 	bool cancelled;			/* FIFOLAB_DESC_F_CANCEL set on the head */
 	bool keep_pinned;		/* device never quiesced: leak pages */
+	int fail;			/* sync: recovery gave up on it (-errno);
+					 * the owner orphans it (fifolab_req_wait())
+					 */
 	int cancel_err;			/* async: why cancelled (-ECANCELED...) */
 	struct list_head node;		/* on q->orphans, or async: q->aios
 					 * while POSTED, q->aio_done when DONE
@@ -235,6 +307,10 @@ struct fifolab_queue {
 
 	spinlock_t lock;		/* protects everything below */
 	bool dead;			/* remove() began: post nothing, reap nothing */
+	bool stopped;			/* recovery: post nothing, reap nothing */
+	int stop_err;			/* while stopped: new requests fail with it
+					 * (0: they wait for the recovery)
+					 */
 	u32 avail_idx;			/* requests posted (our AVAIL_IDX) */
 	u32 last_used;			/* used entries consumed */
 	u16 free_head;			/* first free descriptor */
@@ -280,6 +356,29 @@ struct fifolab_dev {
 	atomic_t nr_reqs;
 	struct work_struct done_work;	/* frees orphans, completes aios */
 	struct delayed_work timeout_work; /* async_timeout_ms */
+
+	/*
+	 * Recovery (fifolab_recover(), fifolab_recover_work()).  @hw_state
+	 * and @recover_err: P: irq_lock.  The rest belongs to recover_work.
+	 */
+	enum fifolab_hw_state hw_state;
+	int recover_err;		/* what in-flight requests fail with */
+	struct delayed_work recover_work;
+	u32 recover_count;		/* RESET_COUNT before our reset */
+	bool recover_waiting;		/* reset asked; the device is silent */
+
+	/* watchdog (fifolab_watch_work(); its fields are its own) */
+	struct delayed_work watch_work;
+	bool watch_busy;		/* the last run found requests in flight */
+	u64 watch_doorbells;		/* STAT_DOORBELLS seen last */
+	unsigned long alive_at;		/* jiffies: STAT_DOORBELLS last moved */
+
+	/* fault counters (sysfs) */
+	atomic64_t recoveries;		/* device reset and re-initialised */
+	atomic64_t device_resets;	/* resets the device did by itself */
+	atomic64_t stalls;		/* stall_timeout_ms expired */
+	atomic64_t lost_irqs;		/* the watchdog found causes pending */
+	atomic64_t spurious_irqs;	/* messages with no cause pending */
 
 	wait_queue_head_t poll_wq;	/* poll(): levels, errors, removal */
 	struct fasync_struct *fasync;	/* SIGIO listeners (fasync_helper) */
@@ -518,6 +617,10 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 					   fifolab_until(req->deadline));
 	}
 
+	/* lost interrupts, stalls: see fifolab_watch_work() */
+	queue_delayed_work(system_wq, &q->fdev->watch_work,
+			   fifolab_watch_period());
+
 	WRITE_ONCE(q->avail[q->avail_idx % FIFOLAB_QUEUE_SIZE],
 		   cpu_to_le16(req->head));
 	wmb();				/* the ring entry before the index */
@@ -527,9 +630,10 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 }
 
 /*
- * Post @req, waiting (interruptibly, if @wait) for enough free descriptors.
- * On failure the request is still NEW.  An async request cancelled before
- * it could be posted fails with its cancel errno.
+ * Post @req, waiting (interruptibly, if @wait) for enough free descriptors
+ * and for a recovery to end.  On failure the request is still NEW.  An
+ * async request cancelled before it could be posted fails with its cancel
+ * errno; while the device is given up on (stalled), with q->stop_err.
  */
 static int fifolab_req_post(struct fifolab_req *req, bool wait)
 {
@@ -539,18 +643,22 @@ static int fifolab_req_post(struct fifolab_req *req, bool wait)
 
 	spin_lock_irq(&q->lock);
 	if (!wait) {
-		if (!q->dead && q->num_free < n)
-			ret = -EAGAIN;
+		if (!q->dead && (q->stopped || q->num_free < n))
+			ret = q->stop_err ?: -EAGAIN;
 	} else {
 		ret = wait_event_interruptible_lock_irq(q->wq,
 							q->dead || req->cancel_err ||
-							q->num_free >= n,
+							q->stop_err ||
+							(!q->stopped &&
+							 q->num_free >= n),
 							q->lock);
 	}
 	if (!ret && q->dead)
 		ret = -ENODEV;
 	if (!ret && req->cancel_err)
 		ret = req->cancel_err;
+	if (!ret && q->stop_err)
+		ret = q->stop_err;
 	if (!ret)
 		fifolab_post_locked(q, req);
 	spin_unlock_irq(&q->lock);
@@ -577,44 +685,55 @@ static void fifolab_cancel_posted_locked(struct fifolab_queue *q,
 	q->stats.cancels++;
 }
 
+/* Woken for good: DONE, or given up on by the recovery (req->fail). */
+static bool fifolab_req_ended(struct fifolab_req *req)
+{
+	return fifolab_req_done(req) || READ_ONCE(req->fail);
+}
+
 /*
- * Wait for a posted request.  Returns true once it is DONE (the caller owns
- * it again), false if it had to be given up as ORPHANED (the caller must
- * forget it).  A signal cancels the request: the device completes it with
- * the bytes already moved and never touches its pages after that used entry.
+ * Wait for a posted request.  Returns 0 once it is DONE (the caller owns it
+ * again), or a negative errno if it had to be given up as ORPHANED (the
+ * caller must forget it; the driver frees it when the device is known to
+ * be done with it).  A signal cancels the request: the device completes it
+ * with the bytes already moved and never touches its pages after that used
+ * entry.  A stalled device makes the recovery set req->fail (-ETIMEDOUT).
  */
-static bool fifolab_req_wait(struct fifolab_req *req)
+static int fifolab_req_wait(struct fifolab_req *req)
 {
 	struct fifolab_queue *q = req->q;
 	struct fifolab_dev *fdev = q->fdev;
-	bool orphaned = false;
+	int err = 0;
 
-	if (!wait_event_interruptible(q->wq, fifolab_req_done(req)))
-		return true;
+	if (!wait_event_interruptible(q->wq, fifolab_req_ended(req)))
+		goto ended;
 
 	spin_lock_irq(&q->lock);
 	fifolab_cancel_posted_locked(q, req);
 	spin_unlock_irq(&q->lock);
 
 	/* uninterruptible: the pages must not go while the device has them */
-	if (wait_event_timeout(q->wq, fifolab_req_done(req),
-			       msecs_to_jiffies(cancel_timeout_ms)))
-		return true;
+	wait_event_timeout(q->wq, fifolab_req_ended(req),
+			   msecs_to_jiffies(cancel_timeout_ms));
+ended:
+	if (fifolab_req_done(req))
+		return 0;
 
 	spin_lock_irq(&q->lock);
 	if (req->state == FIFOLAB_REQ_POSTED) {
 		req->state = FIFOLAB_REQ_ORPHANED;
-		orphaned = true;
+		err = req->fail ?: -EIO;
 	}
 	spin_unlock_irq(&q->lock);
-	if (!orphaned)
-		return true;	/* completed under the lock just now */
+	if (!err)
+		return 0;	/* completed under the lock just now */
 
-	dev_err_ratelimited(&fdev->dev,
-			    "%s request (head %u) not returned %u ms after cancel; pages stay pinned until it is\n",
-			    q->qid == FIFOLAB_QUEUE_RX ? "RX" : "TX",
-			    req->head, cancel_timeout_ms);
-	return false;
+	if (err == -EIO)
+		dev_err_ratelimited(&fdev->dev,
+				    "%s request (head %u) not returned %u ms after cancel; pages stay pinned until it is\n",
+				    q->qid == FIFOLAB_QUEUE_RX ? "RX" : "TX",
+				    req->head, cancel_timeout_ms);
+	return err;
 }
 
 /* What the system call returns for a DONE request. */
@@ -644,8 +763,9 @@ static ssize_t fifolab_xfer(struct fifolab_queue *q, void __user *ubuf,
 
 	ret = fifolab_req_post(req, !nowait);
 	if (!ret) {
-		if (!fifolab_req_wait(req))
-			return -EIO;	/* orphaned: no longer ours */
+		ret = fifolab_req_wait(req);
+		if (ret)
+			return ret;	/* orphaned: no longer ours */
 		ret = fifolab_req_result(req);
 	}
 	fifolab_req_free(req);
@@ -654,30 +774,38 @@ static ssize_t fifolab_xfer(struct fifolab_queue *q, void __user *ubuf,
 
 /* ------------------------------------------------------------ interrupt */
 
-/* Consume the used ring of @q.  Returns the number of requests completed. */
-static unsigned int fifolab_reap(struct fifolab_queue *q)
+/*
+ * Consume the used ring of @q; *@done counts the requests completed.
+ *
+ * The device is not trusted (datasheet 7, "Hostile completions"): at most
+ * as many new entries as requests in flight, each naming a head in flight,
+ * with no more bytes than asked for.  The first entry that breaks a rule
+ * stops the queue (nothing more is posted or reaped) and makes this return
+ * false: the caller has the device reset (fifolab_recover()), and every
+ * request still in flight then fails with -EIO.  Entries before it were
+ * valid and stand.  Such entries are counted (sysfs bad_completions) and
+ * logged at a rate limit, never trusted for an array index or a length.
+ */
+static bool fifolab_reap(struct fifolab_queue *q, unsigned int *done)
 {
 	struct fifolab_dev *fdev = q->fdev;
-	unsigned int done = 0;
 	u32 used_idx, n;
 
 	lockdep_assert_held(&q->lock);
 
-	if (q->dead)
-		return 0;
+	if (q->dead || q->stopped)
+		return true;
 	used_idx = le32_to_cpu(READ_ONCE(*q->used_idx_reg));
 	n = used_idx - q->last_used;
 	if (n > q->num_inflight) {
-		/* more entries than requests in flight: USED_IDX is garbage */
+		/* a device that reset itself zeroed USED_IDX: not a lie */
+		if (!(fifolab_rd32(fdev, FIFOLAB_REG_STATUS) & FIFOLAB_STS_READY))
+			goto broken;
 		q->stats.bad++;
-		dev_err_ratelimited(&fdev->dev,
-				    "queue %u: USED_IDX %u is %u ahead with %u in flight\n",
-				    q->qid, used_idx, n, q->num_inflight);
-		n = q->num_inflight;
-		if (!n) {
-			q->last_used = used_idx;
-			return 0;
-		}
+		dev_warn_ratelimited(&fdev->dev,
+				     "queue %u: USED_IDX %u is %u ahead with %u in flight\n",
+				     q->qid, used_idx, n, q->num_inflight);
+		goto broken;
 	}
 	rmb();				/* the index before the entries */
 
@@ -693,10 +821,20 @@ static unsigned int fifolab_reap(struct fifolab_queue *q)
 		req = id < FIFOLAB_QUEUE_SIZE ? q->inflight[id] : NULL;
 		if (!req) {
 			q->stats.bad++;
-			dev_err_ratelimited(&fdev->dev,
-					    "queue %u: used entry for head %u, which is not in flight\n",
-					    q->qid, id);
-			continue;
+			dev_warn_ratelimited(&fdev->dev,
+					     "queue %u: used entry for head %u, which is not in flight\n",
+					     q->qid, id);
+			goto broken;
+		}
+		if (len > req->len) {
+			q->stats.bad++;
+			dev_warn_ratelimited(&fdev->dev,
+					     "queue %u: head %u moved %u of %zu bytes\n",
+					     q->qid, id, len, req->len);
+			fifolab_complete(q, req, 0, -EIO);
+			(*done)++;
+			q->last_used++;
+			goto broken;
 		}
 		switch (status) {
 		case FIFOLAB_ST_OK:
@@ -720,34 +858,33 @@ static unsigned int fifolab_reap(struct fifolab_queue *q)
 			len = 0;
 			break;
 		}
-		if (len > req->len) {
-			q->stats.bad++;
-			dev_err_ratelimited(&fdev->dev,
-					    "queue %u: head %u moved %u of %zu bytes\n",
-					    q->qid, id, len, req->len);
-			err = -EIO;
-			len = 0;
-		}
 		fifolab_complete(q, req, len, err);
-		done++;
+		(*done)++;
 	}
-	return done;
+	return true;
+
+broken:
+	q->stopped = true;
+	return false;
 }
 
-static void fifolab_queue_irq(struct fifolab_queue *q, bool level_changed)
+/* Reap @q; false if the device broke a rule (see fifolab_reap()). */
+static bool fifolab_queue_irq(struct fifolab_queue *q, bool level_changed)
 {
-	bool work;
-	unsigned int done;
+	unsigned int done = 0;
+	unsigned long flags;
+	bool ok, work;
 
-	spin_lock(&q->lock);
-	done = fifolab_reap(q);
+	spin_lock_irqsave(&q->lock, flags);
+	ok = fifolab_reap(q, &done);
 	work = !list_empty(&q->orphans) || !list_empty(&q->aio_done);
-	spin_unlock(&q->lock);
+	spin_unlock_irqrestore(&q->lock, flags);
 
 	if (work)
 		schedule_work(&q->fdev->done_work);
 	if (done || level_changed)
 		wake_up(&q->wq);
+	return ok;
 }
 
 /* SIGIO to the file owners that asked for it (F_SETOWN, F_SETSIG). */
@@ -760,19 +897,60 @@ static void fifolab_notify(struct fifolab_dev *fdev, int band)
 	kill_fasync(&fdev->fasync, SIGIO, band);	/* IRQ-safe */
 }
 
-/* Both vectors: the cause register tells everything (datasheet 1). */
-static irqreturn_t fifolab_irq(int irq, void *data)
+/*
+ * The device can no longer be trusted to finish what it holds: it reset
+ * itself (@err -EIO), broke a rule (-EIO) or stalled (-ETIMEDOUT).  Stop
+ * both queues and let fifolab_recover_work() reset it, fail what was in
+ * flight with @err and bring it up again.  Any context; the first reason
+ * wins until the recovery is over.
+ */
+static void fifolab_recover(struct fifolab_dev *fdev, int err)
 {
-	struct fifolab_dev *fdev = data;
-	u32 raised, causes;
+	unsigned long flags;
+	unsigned int i;
+	bool start;
 
-	spin_lock(&fdev->irq_lock);
+	spin_lock_irqsave(&fdev->irq_lock, flags);
+	start = fdev->hw_state == FIFOLAB_HW_RUNNING;
+	if (start) {
+		fdev->hw_state = FIFOLAB_HW_RECOVERING;
+		fdev->recover_err = err;
+	}
+	spin_unlock_irqrestore(&fdev->irq_lock, flags);
+	if (!start)
+		return;
+
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+
+		spin_lock_irqsave(&q->lock, flags);
+		q->stopped = true;
+		spin_unlock_irqrestore(&q->lock, flags);
+	}
+	mod_delayed_work(system_wq, &fdev->recover_work, 0);
+	wake_up_interruptible(&fdev->poll_wq);		/* EPOLLERR */
+	fifolab_notify(fdev, POLL_ERR);
+}
+
+/*
+ * Ack every pending cause, then act on it: the interrupt handler, and the
+ * watchdog for a message that never came.  Returns the causes that were
+ * pending.  Any context; @from_irq: a message came (sysfs irqs).
+ */
+static u32 fifolab_handle(struct fifolab_dev *fdev, bool from_irq)
+{
+	u32 raised, causes, status;
+	unsigned long flags;
+	bool running, ok;
+
+	spin_lock_irqsave(&fdev->irq_lock, flags);
 	raised = fifolab_rd32(fdev, FIFOLAB_REG_INT_RAISED);
 	causes = raised ^ fdev->int_acked;
 	fdev->int_acked = raised;
 	fifolab_wr32(fdev, FIFOLAB_REG_INT_ACKED, raised);
-	fdev->irqs++;
-	spin_unlock(&fdev->irq_lock);
+	fdev->irqs += from_irq;
+	running = fdev->hw_state == FIFOLAB_HW_RUNNING;
+	spin_unlock_irqrestore(&fdev->irq_lock, flags);
 	mb();		/* the ack before the indices it covers (datasheet 2) */
 
 	if (causes & FIFOLAB_INT_ERROR)
@@ -780,11 +958,29 @@ static irqreturn_t fifolab_irq(int irq, void *data)
 				    fifolab_rd32(fdev, FIFOLAB_REG_ERR_CODE),
 				    fifolab_rd64(fdev, FIFOLAB_REG_ERR_ADDR));
 
+	/*
+	 * A reset we did not ask for (ours run with causes masked and outside
+	 * RUNNING): everything in flight was dropped without a used entry and
+	 * USED_IDX is 0 again.  Do not reap; re-initialise (datasheet 7).
+	 */
+	status = fifolab_rd32(fdev, FIFOLAB_REG_STATUS);
+	if (running && ((causes & FIFOLAB_INT_RESET) ||
+			!(status & FIFOLAB_STS_READY))) {
+		atomic64_inc(&fdev->device_resets);
+		dev_warn_ratelimited(&fdev->dev,
+				     "device reset itself (status %#x): recovering\n",
+				     status);
+		fifolab_recover(fdev, -EIO);
+		return causes;
+	}
+
 	/* reap both queues whatever the causes: reaping is idempotent */
-	fifolab_queue_irq(&fdev->queue[FIFOLAB_QUEUE_TX],
-			  causes & FIFOLAB_INT_SPACE_AVAIL);
-	fifolab_queue_irq(&fdev->queue[FIFOLAB_QUEUE_RX],
-			  causes & FIFOLAB_INT_DATA_AVAIL);
+	ok = fifolab_queue_irq(&fdev->queue[FIFOLAB_QUEUE_TX],
+			       causes & FIFOLAB_INT_SPACE_AVAIL);
+	ok &= fifolab_queue_irq(&fdev->queue[FIFOLAB_QUEUE_RX],
+				causes & FIFOLAB_INT_DATA_AVAIL);
+	if (!ok)
+		fifolab_recover(fdev, -EIO);
 
 	/* what poll() reports may have changed: levels, completions, error */
 	if (causes & FIFOLAB_INT_POLL)
@@ -795,7 +991,91 @@ static irqreturn_t fifolab_irq(int irq, void *data)
 		fifolab_notify(fdev, POLL_OUT);
 	if (causes & FIFOLAB_INT_ERROR)
 		fifolab_notify(fdev, POLL_ERR);
+	return causes;
+}
+
+/*
+ * Both vectors: the cause register tells everything (datasheet 1).  A
+ * message with no cause pending (spurious, or one whose cause the other
+ * vector's handler or the watchdog already took) is counted and ignored;
+ * it is still ours (MSI-X), so IRQ_HANDLED.
+ */
+static irqreturn_t fifolab_irq(int irq, void *data)
+{
+	struct fifolab_dev *fdev = data;
+
+	if (!fifolab_handle(fdev, true))
+		atomic64_inc(&fdev->spurious_irqs);
 	return IRQ_HANDLED;
+}
+
+/*
+ * The watchdog: runs every completion_timeout_ms while requests are in
+ * flight (fifolab_post_locked() arms it; it re-arms itself while any
+ * remain).
+ *
+ * Lost interrupts (datasheet 7): a message may never come although its
+ * cause flipped in INT_RAISED; the cause then stays pending and the device
+ * raises it no more.  So each run acks and handles what is pending, as the
+ * interrupt handler would: nothing is lost, and since reaping is idempotent
+ * under q->lock nothing is completed twice.  Causes found pending here are
+ * counted in sysfs lost_irqs.
+ *
+ * Stalls: a request may wait for ever for good reasons (a read of an empty
+ * FIFO), so time in flight says nothing.  The device's liveness does: each
+ * run rings a doorbell, which a working device counts in STAT_DOORBELLS
+ * (it changes nothing else; datasheet 1).  If STAT_DOORBELLS stands still
+ * for stall_timeout_ms while requests are in flight, the device is stalled:
+ * fifolab_recover(-ETIMEDOUT).
+ */
+static void fifolab_watch_work(struct work_struct *work)
+{
+	struct fifolab_dev *fdev = container_of(to_delayed_work(work),
+						struct fifolab_dev,
+						watch_work);
+	unsigned int stall = READ_ONCE(stall_timeout_ms);
+	unsigned int i, busy = 0;
+	bool running, dead = false;
+	u64 doorbells;
+
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+
+		spin_lock_irq(&q->lock);
+		busy += q->num_inflight;
+		dead |= q->dead;
+		spin_unlock_irq(&q->lock);
+	}
+	spin_lock_irq(&fdev->irq_lock);
+	running = fdev->hw_state == FIFOLAB_HW_RUNNING;
+	spin_unlock_irq(&fdev->irq_lock);
+	if (dead || !busy || !running) {
+		/* the next post re-arms; the recovery fails what is in flight */
+		fdev->watch_busy = false;
+		return;
+	}
+
+	if (fifolab_handle(fdev, false))
+		atomic64_inc(&fdev->lost_irqs);
+
+	doorbells = fifolab_rd64(fdev, FIFOLAB_REG_STAT_DOORBELLS);
+	if (!fdev->watch_busy || doorbells != fdev->watch_doorbells) {
+		fdev->watch_busy = true;
+		fdev->watch_doorbells = doorbells;
+		fdev->alive_at = jiffies;
+	} else if (stall && time_after(jiffies, fdev->alive_at +
+				       msecs_to_jiffies(stall))) {
+		atomic64_inc(&fdev->stalls);
+		dev_warn(&fdev->dev,
+			 "device handled no doorbell for %u ms with %u requests in flight: stalled\n",
+			 jiffies_to_msecs(jiffies - fdev->alive_at), busy);
+		fdev->watch_busy = false;
+		fifolab_recover(fdev, -ETIMEDOUT);
+		return;
+	}
+	fifolab_ring(fdev);		/* the heartbeat */
+	queue_delayed_work(system_wq, &fdev->watch_work,
+			   fifolab_watch_period());
 }
 
 /* What ki_complete() gets for a DONE async request. */
@@ -978,6 +1258,7 @@ static void __user *fifolab_iter_seg(struct iov_iter *it, size_t max,
 }
 
 struct fifolab_levels {
+	bool running;			/* not recovering from a fault */
 	u32 status;
 	u32 rx_level;
 	u32 tx_space;
@@ -996,6 +1277,7 @@ static bool fifolab_read_levels(struct fifolab_dev *fdev,
 	spin_lock_irqsave(&fdev->irq_lock, flags);
 	alive = !fdev->removed;
 	if (alive) {
+		lv->running = fdev->hw_state == FIFOLAB_HW_RUNNING;
 		lv->status = fifolab_rd32(fdev, FIFOLAB_REG_STATUS);
 		lv->rx_level = fifolab_rd32(fdev, FIFOLAB_REG_RX_LEVEL);
 		lv->tx_space = fifolab_rd32(fdev, FIFOLAB_REG_TX_SPACE);
@@ -1159,7 +1441,8 @@ static int fifolab_open(struct inode *inode, struct file *file)
 /*
  * Readable while the FIFO holds bytes no pending read has taken, writable
  * while it has room, EPOLLERR while the device reports a DMA error (sticky
- * until reset), EPOLLHUP once the device is gone.  One wait queue, so that
+ * until reset) or is being recovered from a fault, EPOLLHUP once the device
+ * is gone.  One wait queue, so that
  * every poller (aio's IOCB_CMD_POLL takes one only) can wait on it.
  */
 static __poll_t fifolab_poll(struct file *file, poll_table *wait)
@@ -1175,7 +1458,7 @@ static __poll_t fifolab_poll(struct file *file, poll_table *wait)
 		mask |= EPOLLIN | EPOLLRDNORM;
 	if (lv.tx_space)
 		mask |= EPOLLOUT | EPOLLWRNORM;
-	if (lv.status & FIFOLAB_STS_DMA_ERROR)
+	if ((lv.status & FIFOLAB_STS_DMA_ERROR) || !lv.running)
 		mask |= EPOLLERR;
 	return mask;
 }
@@ -1340,6 +1623,55 @@ static ssize_t sigio_sent_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(sigio_sent);
 
+static ssize_t recoveries_show(struct device *dev,
+			       struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->recoveries);
+}
+static DEVICE_ATTR_RO(recoveries);
+
+static ssize_t device_resets_show(struct device *dev,
+				  struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->device_resets);
+}
+static DEVICE_ATTR_RO(device_resets);
+
+static ssize_t stalls_show(struct device *dev, struct device_attribute *attr,
+			   char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->stalls);
+}
+static DEVICE_ATTR_RO(stalls);
+
+static ssize_t lost_irqs_show(struct device *dev,
+			      struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->lost_irqs);
+}
+static DEVICE_ATTR_RO(lost_irqs);
+
+static ssize_t spurious_irqs_show(struct device *dev,
+				  struct device_attribute *attr, char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->spurious_irqs);
+}
+static DEVICE_ATTR_RO(spurious_irqs);
+
+/* 1 while the device works, 0 while a fault is being recovered from */
+static ssize_t running_show(struct device *dev, struct device_attribute *attr,
+			    char *buf)
+{
+	struct fifolab_dev *fdev = to_fifolab(dev);
+	bool running;
+
+	spin_lock_irq(&fdev->irq_lock);
+	running = fdev->hw_state == FIFOLAB_HW_RUNNING;
+	spin_unlock_irq(&fdev->irq_lock);
+	return sysfs_emit(buf, "%d\n", running);
+}
+static DEVICE_ATTR_RO(running);
+
 static ssize_t fifo_depth_show(struct device *dev,
 			       struct device_attribute *attr, char *buf)
 {
@@ -1359,6 +1691,12 @@ static struct attribute *fifolab_attrs[] = {
 	&dev_attr_async_cancelled.attr,
 	&dev_attr_async_failed.attr,
 	&dev_attr_sigio_sent.attr,
+	&dev_attr_recoveries.attr,
+	&dev_attr_device_resets.attr,
+	&dev_attr_stalls.attr,
+	&dev_attr_lost_irqs.attr,
+	&dev_attr_spurious_irqs.attr,
+	&dev_attr_running.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(fifolab);
@@ -1368,7 +1706,10 @@ ATTRIBUTE_GROUPS(fifolab);
 /*
  * Reset (datasheet 3, step 2) with interrupts disabled at the source.
  * After it succeeds the device holds no request: it will not touch any
- * buffer posted before.
+ * buffer posted before.  If it fails (a stalled device handles no
+ * doorbell), CONTROL stays RESET, so that the device resets first thing
+ * when it handles doorbells again; fdev->recover_count is what RESET_COUNT
+ * was before.
  */
 static int fifolab_hw_reset(struct fifolab_dev *fdev)
 {
@@ -1378,6 +1719,7 @@ static int fifolab_hw_reset(struct fifolab_dev *fdev)
 
 	fifolab_wr32(fdev, FIFOLAB_REG_INT_ENABLE, 0);
 	count = fifolab_rd32(fdev, FIFOLAB_REG_RESET_COUNT);
+	fdev->recover_count = count;
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++)
 		fifolab_wr32(fdev, FIFOLAB_QCTL(i, FIFOLAB_QCTL_AVAIL_IDX), 0);
 	fifolab_wr32(fdev, FIFOLAB_REG_CONTROL, FIFOLAB_CTRL_RESET);
@@ -1385,10 +1727,13 @@ static int fifolab_hw_reset(struct fifolab_dev *fdev)
 	ret = read_poll_timeout(fifolab_rd32, val, val != count, 1000,
 				FIFOLAB_HW_TIMEOUT_US, false,
 				fdev, FIFOLAB_REG_RESET_COUNT);
-	fifolab_wr32(fdev, FIFOLAB_REG_CONTROL, 0);
-	if (ret)
+	if (ret) {
+		/* CONTROL stays RESET: a stalled device resets when it resumes */
 		dev_err(&fdev->pdev->dev, "device did not reset\n");
-	return ret;
+		return ret;
+	}
+	fifolab_wr32(fdev, FIFOLAB_REG_CONTROL, 0);
+	return 0;
 }
 
 /* Datasheet 3, step 3: ack, enable causes, enable, wait for READY. */
@@ -1412,6 +1757,173 @@ static int fifolab_hw_enable(struct fifolab_dev *fdev)
 	if (ret)
 		dev_err(&fdev->pdev->dev, "device did not become ready\n");
 	return ret;
+}
+
+/*
+ * Complete every request in flight with @err (the device reset: it holds
+ * none of them any more, or @keep_pinned: it never confirmed that, so their
+ * pages stay pinned for good).  A sync owner is woken; orphans and async
+ * kiocbs go to done_work (kicked here unless @kick is false).  Returns the
+ * number of requests completed.
+ */
+static unsigned int fifolab_fail_inflight(struct fifolab_dev *fdev, int err,
+					  bool keep_pinned, bool kick)
+{
+	struct fifolab_req *req;
+	unsigned int i, d, n = 0;
+
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+
+		spin_lock_irq(&q->lock);
+		for (d = 0; d < FIFOLAB_QUEUE_SIZE; d++) {
+			req = q->inflight[d];
+			if (!req)
+				continue;
+			req->keep_pinned = keep_pinned;
+			fifolab_complete(q, req, 0, err);
+			n++;
+		}
+		spin_unlock_irq(&q->lock);
+		wake_up_all(&q->wq);
+	}
+	if (n && kick)
+		schedule_work(&fdev->done_work);
+	return n;
+}
+
+/*
+ * The device stalled and did not reset: answer every caller now with @err
+ * without giving anything back to user space.  A sync owner is woken with
+ * req->fail and orphans its request; an async kiocb is completed here and
+ * its request orphaned.  The requests stay in flight, pages pinned, until
+ * the device is known to have dropped them (fifolab_recover_work()) or
+ * remove() gives up on them.  New requests fail with -EIO meanwhile.
+ */
+static void fifolab_detach_inflight(struct fifolab_dev *fdev, int err)
+{
+	struct fifolab_req *req;
+	struct kiocb *iocb;
+	unsigned int i, d;
+
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+
+		spin_lock_irq(&q->lock);
+		q->stop_err = -EIO;
+		for (d = 0; d < FIFOLAB_QUEUE_SIZE; d++) {
+			req = q->inflight[d];
+			if (req && req->state == FIFOLAB_REQ_POSTED &&
+			    !req->iocb)
+				WRITE_ONCE(req->fail, err);
+		}
+		spin_unlock_irq(&q->lock);
+		wake_up_all(&q->wq);
+
+		for (;;) {
+			spin_lock_irq(&q->lock);
+			req = list_first_entry_or_null(&q->aios,
+						       struct fifolab_req, node);
+			if (!req) {
+				spin_unlock_irq(&q->lock);
+				break;
+			}
+			list_del_init(&req->node);
+			req->state = FIFOLAB_REQ_ORPHANED;
+			iocb = req->iocb;
+			req->iocb = NULL;
+			iocb->private = NULL;	/* fifolab_aio_cancel(): too late */
+			spin_unlock_irq(&q->lock);
+
+			atomic64_inc(&fdev->aio.failed);
+			iocb->ki_complete(iocb, err);
+		}
+	}
+}
+
+/*
+ * Recovery (see fifolab_recover()): reset the device; once it has reset it
+ * holds no request, so every request in flight fails with the reason's
+ * errno (-EIO, or -ETIMEDOUT for a stall) and the pages go back; then the
+ * queues start from zero (datasheet 3) and the device is enabled again.
+ * Requests waiting to be posted wait for this and then go ahead.
+ *
+ * A device that does not reset within a second (stalled) keeps CONTROL =
+ * RESET: its callers are answered now (fifolab_detach_inflight()), and this
+ * work looks again every completion_timeout_ms (ringing, for a device that
+ * was restarted) until RESET_COUNT moves -- when the device resumes it
+ * resets before it handles anything else -- and then finishes as above.
+ */
+static void fifolab_recover_work(struct work_struct *work)
+{
+	struct fifolab_dev *fdev = container_of(to_delayed_work(work),
+						struct fifolab_dev,
+						recover_work);
+	unsigned int i, n;
+	int err;
+
+	spin_lock_irq(&fdev->irq_lock);
+	err = fdev->recover_err;
+	if (fdev->hw_state != FIFOLAB_HW_RECOVERING) {
+		spin_unlock_irq(&fdev->irq_lock);
+		return;
+	}
+	spin_unlock_irq(&fdev->irq_lock);
+
+	if (!fdev->recover_waiting) {
+		if (fifolab_hw_reset(fdev)) {
+			fdev->recover_waiting = true;
+			dev_warn(&fdev->dev,
+				 "device does not respond: in-flight requests fail with %d, their pages stay pinned until it resets\n",
+				 err);
+			fifolab_detach_inflight(fdev, err);
+			goto again;
+		}
+	} else {
+		if (fifolab_rd32(fdev, FIFOLAB_REG_RESET_COUNT) ==
+		    fdev->recover_count) {
+			fifolab_ring(fdev);
+			goto again;
+		}
+		fdev->recover_waiting = false;
+		fifolab_wr32(fdev, FIFOLAB_REG_CONTROL, 0);
+	}
+
+	/* the device holds no request now: fail them, pages go back */
+	n = fifolab_fail_inflight(fdev, err, false, true);
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+
+		spin_lock_irq(&q->lock);
+		q->avail_idx = 0;
+		q->last_used = 0;
+		spin_unlock_irq(&q->lock);
+	}
+	if (fifolab_hw_enable(fdev))
+		goto again;		/* reset again, a little later */
+
+	spin_lock_irq(&fdev->irq_lock);
+	if (fdev->hw_state == FIFOLAB_HW_RECOVERING)
+		fdev->hw_state = FIFOLAB_HW_RUNNING;
+	spin_unlock_irq(&fdev->irq_lock);
+	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
+		struct fifolab_queue *q = &fdev->queue[i];
+
+		spin_lock_irq(&q->lock);
+		q->stopped = false;
+		q->stop_err = 0;
+		spin_unlock_irq(&q->lock);
+		wake_up_all(&q->wq);
+	}
+	atomic64_inc(&fdev->recoveries);
+	dev_info(&fdev->dev, "device reset and re-initialised; %u requests failed with %d\n",
+		 n, err);
+	wake_up_interruptible(&fdev->poll_wq);
+	return;
+
+again:
+	queue_delayed_work(system_wq, &fdev->recover_work,
+			   fifolab_watch_period());
 }
 
 /* Is this ivshmem device a fifolab we can drive?  -ENODEV if not. */
@@ -1507,6 +2019,9 @@ static struct fifolab_dev *fifolab_alloc(struct pci_dev *pdev)
 	atomic_set(&fdev->nr_reqs, 0);
 	INIT_WORK(&fdev->done_work, fifolab_done_work);
 	INIT_DELAYED_WORK(&fdev->timeout_work, fifolab_timeout_work);
+	INIT_DELAYED_WORK(&fdev->recover_work, fifolab_recover_work);
+	INIT_DELAYED_WORK(&fdev->watch_work, fifolab_watch_work);
+	fdev->hw_state = FIFOLAB_HW_DOWN;
 	init_waitqueue_head(&fdev->poll_wq);
 	device_initialize(&fdev->dev);
 	fdev->dev.release = fifolab_dev_release;
@@ -1569,26 +2084,11 @@ static int fifolab_request_irqs(struct fifolab_dev *fdev)
  */
 static void fifolab_fail_all(struct fifolab_dev *fdev, bool quiesced)
 {
-	struct fifolab_req *req;
-	unsigned int i, d, leaked = 0;
+	unsigned int leaked;
 
 	cancel_work_sync(&fdev->done_work);	/* IRQs are freed: no requeue */
-	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
-		struct fifolab_queue *q = &fdev->queue[i];
-
-		spin_lock_irq(&q->lock);
-		for (d = 0; d < FIFOLAB_QUEUE_SIZE; d++) {
-			req = q->inflight[d];
-			if (!req)
-				continue;
-			req->keep_pinned = !quiesced;
-			leaked += !quiesced;
-			fifolab_complete(q, req, 0, -ENODEV);
-		}
-		spin_unlock_irq(&q->lock);
-		wake_up_all(&q->wq);
-	}
-	if (leaked)
+	leaked = fifolab_fail_inflight(fdev, -ENODEV, !quiesced, false);
+	if (leaked && !quiesced)
 		dev_err(&fdev->dev, "device did not reset: %u requests stay pinned\n",
 			leaked);
 	fifolab_done(fdev);		/* orphans freed, kiocbs completed */
@@ -1667,6 +2167,9 @@ static int fifolab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = fifolab_hw_enable(fdev);
 	if (ret)
 		goto err_reset_hw;
+	spin_lock_irq(&fdev->irq_lock);
+	fdev->hw_state = FIFOLAB_HW_RUNNING;
+	spin_unlock_irq(&fdev->irq_lock);
 
 	fdev->dev.class = fifolab_class;
 	fdev->dev.parent = &pdev->dev;
@@ -1685,6 +2188,9 @@ static int fifolab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	return 0;
 
 err_reset_hw:
+	spin_lock_irq(&fdev->irq_lock);
+	fdev->hw_state = FIFOLAB_HW_DOWN;
+	spin_unlock_irq(&fdev->irq_lock);
 	fifolab_hw_reset(fdev);
 	fifolab_free_irqs(fdev, FIFOLAB_NUM_VECTORS);
 err_free_vectors:
@@ -1721,6 +2227,7 @@ static void fifolab_remove(struct pci_dev *pdev)
 	 */
 	spin_lock_irq(&fdev->irq_lock);
 	WRITE_ONCE(fdev->removed, true);
+	fdev->hw_state = FIFOLAB_HW_DOWN;	/* no new recovery */
 	spin_unlock_irq(&fdev->irq_lock);
 	/* @removed before @nr_reqs is read; pairs with fifolab_get_req() */
 	smp_mb();
@@ -1734,6 +2241,9 @@ static void fifolab_remove(struct pci_dev *pdev)
 	}
 	/* dead queues: the timeout work re-arms no more, nobody queues it */
 	cancel_delayed_work_sync(&fdev->timeout_work);
+	/* nor the watchdog; DOWN: nobody starts a recovery, one ends here */
+	cancel_delayed_work_sync(&fdev->watch_work);
+	cancel_delayed_work_sync(&fdev->recover_work);
 	wake_up_interruptible_all(&fdev->poll_wq);	/* EPOLLHUP */
 	fifolab_notify(fdev, POLL_HUP);
 

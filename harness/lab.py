@@ -650,6 +650,15 @@ class Lab:
             raise GuestTimeout(f"no {name} event {match or ''} from the device model within "
                                f"{timeout:.0f} s{self._model_log_tail()}") from None
 
+    def model_events(self, wait: float = 0.0) -> list[dict]:
+        """Every model event that arrived since the monitor was first used or the last call
+        (`model_event` consumes the ones it waits for), oldest first, after `wait` seconds in
+        which more may arrive.  Does not block longer than `wait`."""
+        if self._mqmp is None:
+            self.model_qmp("query-version")
+        self._run(asyncio.sleep(wait))
+        return [dict(ev) for ev in self._mevents.clear()]
+
     def wait_exit(self) -> int:
         """Wait until QEMU exits by itself (the interactive shell); returns its status."""
         assert self.qemu
