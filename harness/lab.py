@@ -659,6 +659,28 @@ class Lab:
         self._run(asyncio.sleep(wait))
         return [dict(ev) for ev in self._mevents.clear()]
 
+    def reboot(self, timeout: float | None = None) -> float:
+        """QEMU's system_reset: the guest reboots (the driver probes afresh) and the guest
+        agent is reconnected.  Returns the seconds until the agent answered again.
+
+        The lab runs with -no-reboot so that a panic ends QEMU; for this one reset the reboot
+        action is switched to "reset", then back."""
+        t = time.monotonic()
+        self.qmp("set-action", {"reboot": "reset"})
+        try:
+            self.qmp("system_reset")
+            self._run(self._qga.disconnect())
+            self._run(self._connect_qga_with(timeout))
+        finally:
+            self.qmp("set-action", {"reboot": "shutdown"})
+        self.kmsg.check()
+        return time.monotonic() - t
+
+    async def _connect_qga_with(self, timeout: float | None) -> None:
+        if timeout is not None:
+            self.cfg.boot_timeout = timeout
+        await self._connect_qga()
+
     def wait_exit(self) -> int:
         """Wait until QEMU exits by itself (the interactive shell); returns its status."""
         assert self.qemu

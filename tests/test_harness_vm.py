@@ -135,3 +135,13 @@ def test_shell_is_interactive():
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(fd)
+
+
+def test_system_reset_reboots_the_guest(kernel):
+    with Lab(LabConfig(kernel=kernel)) as lab:
+        lab.exec("echo before > /tmp/marker").check()
+        seconds = lab.reboot()
+        assert seconds > 0
+        res = lab.exec("test -e /tmp/marker; echo marker=$?; fifotest loop /dev/fifolab0 50000 1")
+        assert "marker=1" in res.stdout          # a fresh boot: tmpfs is empty again
+        assert "ok 50000" in res.stdout, res.stderr
