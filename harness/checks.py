@@ -84,6 +84,43 @@ CHECKS: list[Check] = [
     Check("host data reaches a blocking read",
           f"touch {{ready}}; dd if={DEVW} bs=4096 count=1 2>/dev/null | od -An -tx1 | head -1",
           inject=16, expect=" ".join(f"{b:02x}" for b in pattern(16))),
+    # ---- poll/epoll
+    Check("poll/select readiness in every FIFO state", f"poll_test {DEV0} states", path="poll"),
+    Check("poll woken by another process", f"poll_test {DEV0} wake", path="poll"),
+    Check("epoll edge- and level-triggered", f"poll_test {DEV0} epoll", path="poll"),
+    Check("poll woken by host data", f"poll_test {DEVW} wake --external 3000 --ready {{ready}}",
+          path="poll", inject=3000),
+    # ---- SIGIO
+    Check("signal() + F_SETOWN + FASYNC (book 9.2/9.11)", f"fasync_demo signal {DEV0}",
+          path="SIGIO"),
+    Check("SA_SIGINFO + F_SETSIG: si_fd, si_band, POLL_IN/POLL_OUT",
+          f"fasync_demo siginfo {DEV0}", path="SIGIO"),
+    Check("F_SETOWN_EX to one thread", f"fasync_demo thread {DEV0}", path="SIGIO"),
+    Check("SIGIO for host data, no guest writer",
+          f"fasync_demo siginfo {DEVW} --external 1000 --ready {{ready}}",
+          path="SIGIO", inject=1000),
+    Check("SIGIO -> eventfd -> epoll loop", f"sigio_epoll {DEV0}", path="SIGIO"),
+    Check("SIGIO -> eventfd -> epoll loop, host data",
+          f"sigio_epoll {DEVW} --external 70000 --ready {{ready}}", path="SIGIO", inject=70000),
+    # ---- POSIX AIO (glibc threads)
+    *[Check(f"POSIX AIO {sub}", f"posix_aio {DEV0} {sub}", path="POSIX AIO")
+      for sub in ("basic", "pending", "cancel", "listio", "notify")],
+    Check("POSIX AIO read pending until host data",
+          f"posix_aio {DEVW} pending --external 5000 --ready {{ready}}",
+          path="POSIX AIO", inject=5000),
+    # ---- libaio (kernel AIO, truly asynchronous in the driver)
+    *[Check(f"libaio {sub}", f"libaio_test {DEV0} {sub}", path="libaio")
+      for sub in ("basic", "pending", "cancel", "destroy", "eventfd", "depth-pending",
+                  "nowait")],
+    Check("libaio read pending until host data",
+          f"libaio_test {DEVW} pending --external 100000 --ready {{ready}}",
+          path="libaio", inject=100000),
+    # ---- io_uring
+    *[Check(f"io_uring {sub}", f"uring_test {DEV0} {sub}", path="io_uring")
+      for sub in ("basic", "pending", "cancel", "exit-pending")],
+    Check("io_uring read pending until host data",
+          f"uring_test {DEVW} pending --external 16 --ready {{ready}}",
+          path="io_uring", inject=16),
     Check("rmmod, insmod, works again",
           f"rmmod fifolab && test ! -e {DEV0} && insmod /lib/modules/fifolab.ko "
           f"&& fifotest loop {DEV0} 100000 3", path="driver", expect="ok 100000"),
