@@ -102,3 +102,56 @@ def test_dead_lab_is_reported_and_cleaned(labdir):
     assert labdir("down").returncode == 0
     time.sleep(0.5)
     assert leftovers() - before == set()
+
+
+def test_failed_load_puts_the_previous_module_back_and_shell_attaches(labdir, tmp_path):
+    assert labdir("up", "--devices", "1").returncode == 0
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "Kbuild").write_text("obj-m := fifolab.o\n")
+    (bad / "fifolab.c").write_text(
+        '#include <linux/module.h>\n'
+        'static int __init bad_init(void) { pr_err("bad driver refuses to load\\n"); '
+        'return -ENODEV; }\n'
+        'module_init(bad_init);\nMODULE_LICENSE("GPL");\n')
+    res = labdir("reload", "--src", str(bad))
+    assert res.returncode == 1
+    assert "insmod failed" in res.stderr and "bad driver refuses to load" in res.stderr
+    assert "previous module is loaded again" in res.stderr
+    res = labdir("exec", "--", "fifotest", "loop", "/dev/fifolab0", "20000", "3")
+    assert "ok 20000" in res.stdout, res.stderr
+
+    # `fifolab shell` into the running lab: a real terminal on /dev/hvc0
+    import pty
+    import select
+    env = dict(os.environ, FIFOLAB_LAB_DIR=str(tmp_path / "lab"))
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "harness", "shell"], env)
+    out = b""
+    try:
+        deadline = time.monotonic() + 60
+        sent = False
+        while time.monotonic() < deadline and b"sum=42" not in out:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+            if not sent and b"attached" in out:
+                time.sleep(0.5)
+                os.write(fd, b"echo sum=$((40+2))\n")
+                sent = True
+        assert b"sum=42" in out, out.decode(errors="replace")
+        os.write(fd, b"\x1d")
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert labdir("status").returncode == 0      # detaching leaves the lab up
