@@ -241,9 +241,13 @@ class Lab:
     def _pre_launch(self) -> None:
         if self.image is None:
             self.image = images.build(kernel_name=self.cfg.kernel)
-        self.run_dir = Path(tempfile.mkdtemp(prefix="fifolab-"))
+        # FIFOLAB_RUN_TAG (set by tests) marks every file of the run, so that a check for
+        # leftovers can tell this run's from another's on a shared machine.
+        tag = os.environ.get("FIFOLAB_RUN_TAG", "")
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"fifolab-{tag + '-' if tag else ''}"))
         self.kmsg = KernelLogWatcher(self.run_dir / "console.log")
-        self.ram_path = Path(f"/dev/shm/fifolab-{os.getpid()}-{secrets.token_hex(4)}.ram")
+        self.ram_path = Path(f"/dev/shm/fifolab-{tag + '-' if tag else ''}{os.getpid()}-"
+                             f"{secrets.token_hex(4)}.ram")
         with open(self.ram_path, "wb") as f:
             f.truncate(self.cfg.memory_mb << 20)
         sockets = [self.run_dir / f"model{i}.sock" for i in range(self.cfg.devices)]

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from test_harness_vm import leftovers
+from test_harness_vm import leftovers, run_tag  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def labdir(tmp_path, kernel):
+def labdir(tmp_path, kernel, run_tag):
     d = tmp_path / "lab"
     env = dict(os.environ, FIFOLAB_LAB_DIR=str(d))
 
@@ -30,8 +30,7 @@ def labdir(tmp_path, kernel):
     run("down")
 
 
-def test_up_exec_reload_down(labdir, tmp_path):
-    before = leftovers()
+def test_up_exec_reload_down(labdir, tmp_path, run_tag):
     res = labdir("up")
     assert res.returncode == 0, res.stderr
     assert "lab up: 3 device(s)" in res.stdout
@@ -81,11 +80,10 @@ def test_up_exec_reload_down(labdir, tmp_path):
     assert labdir("down").stdout.strip() == "lab stopped"
     assert labdir("status").returncode == 1
     time.sleep(0.5)
-    assert leftovers() - before == set()
+    assert leftovers(run_tag) == set()
 
 
-def test_dead_lab_is_reported_and_cleaned(labdir):
-    before = leftovers()
+def test_dead_lab_is_reported_and_cleaned(labdir, run_tag):
     assert labdir("up").returncode == 0
     st = labdir("status")
     qemu_pid = int(st.stdout.split("QEMU      pid ")[1].split()[0])
@@ -101,7 +99,7 @@ def test_dead_lab_is_reported_and_cleaned(labdir):
     assert res.returncode != 0 and "fifolab down" in res.stderr
     assert labdir("down").returncode == 0
     time.sleep(0.5)
-    assert leftovers() - before == set()
+    assert leftovers(run_tag) == set()
 
 
 def test_failed_load_puts_the_previous_module_back_and_shell_attaches(labdir, tmp_path):

@@ -1,6 +1,7 @@
 """The harness itself, in real VMs: its CLI, its kernel-log oracle, its cleanup."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,14 +17,32 @@ pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[1]
 
 
-def leftovers() -> set[str]:
-    """Processes, /dev/shm files and run directories a lab could leave behind."""
-    out = subprocess.run(["pgrep", "-a", "-f", r"qemu-system|python[0-9.]* -m device"],
-                         capture_output=True, text=True).stdout
-    procs = {f"proc {ln}" for ln in out.splitlines() if "pgrep" not in ln}
-    shm = {f"shm {p.name}" for p in Path("/dev/shm").glob("fifolab*")}
-    runs = {f"dir {p}" for p in Path("/tmp").glob("fifolab-*")}
+def leftovers(tag: str | None = None) -> set[str]:
+    """Processes, /dev/shm files and run directories a lab could leave behind; with `tag`,
+    only those of runs started with FIFOLAB_RUN_TAG=tag (other labs may run beside)."""
+    procs = set()
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            env = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not re.search(r"qemu-system|python[0-9.]* -m (device|harness)", cmd):
+            continue
+        if tag is None or f"FIFOLAB_RUN_TAG={tag}".encode() in env:
+            procs.add(f"proc {proc.name} {cmd[:120]}")
+    pat = f"fifolab-{tag}-*" if tag else "fifolab*"
+    shm = {f"shm {p.name}" for p in Path("/dev/shm").glob(pat)}
+    runs = {f"dir {p}" for p in Path("/tmp").glob(pat if tag else "fifolab-*")}
     return procs | shm | runs
+
+
+@pytest.fixture
+def run_tag(monkeypatch):
+    """A tag for the runs this test starts (children inherit it through the environment)."""
+    tag = f"t{os.getpid()}x{int(time.time() * 1000) % 100000000}"
+    monkeypatch.setenv("FIFOLAB_RUN_TAG", tag)
+    return tag
 
 
 KERNEL = os.environ.get("FIFOLAB_KERNEL", "default")
@@ -42,13 +61,12 @@ def fifolab(*args, **kw):
                           capture_output=True, text=True, timeout=600, **kw)
 
 
-def test_exec_hello_and_nothing_left():
-    before = leftovers()
+def test_exec_hello_and_nothing_left(run_tag):
     res = fifolab("exec", "--", "sh", "-c",
                   "printf hello > /dev/fifolab0 && dd if=/dev/fifolab0 bs=5 count=1 2>/dev/null")
     assert res.returncode == 0, res.stderr
     assert res.stdout == "hello"
-    assert leftovers() - before == set()
+    assert leftovers(run_tag) == set()
 
 
 def test_exec_propagates_exit_status():
@@ -57,15 +75,14 @@ def test_exec_propagates_exit_status():
     assert "to-stderr" in res.stderr
 
 
-def test_interrupted_run_leaves_nothing():
-    before = leftovers()
+def test_interrupted_run_leaves_nothing(run_tag):
     proc = subprocess.Popen([sys.executable, "-m", "harness", "exec", "--kernel", KERNEL,
                              "--", "sleep", "600"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # Wait until the VM is up (QEMU running), then Ctrl-C the harness.
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if any("qemu-system" in x for x in leftovers() - before):
+        if any("qemu-system" in x for x in leftovers(run_tag)):
             break
         time.sleep(0.2)
     time.sleep(3)
@@ -73,7 +90,7 @@ def test_interrupted_run_leaves_nothing():
     proc.communicate(timeout=60)
     assert proc.returncode == 130
     time.sleep(0.5)
-    assert leftovers() - before == set()
+    assert leftovers(run_tag) == set()
 
 
 def test_kernel_warning_fails_the_run(kernel):
