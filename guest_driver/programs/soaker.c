@@ -1,0 +1,530 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * soaker - the guest half of `fifolab soak` (harness/soak.py): streams
+ * sequence-numbered, checksummed records through /dev/fifolabN (loopback)
+ * for SECONDS while the host arms random faults, and accounts for every
+ * record.
+ *
+ *   soaker DEV SECONDS [SEED]
+ *
+ * A writer thread and a reader thread each pick a random I/O path for every
+ * op (writer: sync, nonblock, poll, posix-aio, libaio, io_uring; reader: the
+ * same and sigio) and a random length (1..16 KiB, not aligned to records).
+ * The stream is a sequence of RECORD-byte records:
+ *
+ *   u32 magic, u32 seq, u32 crc32(seq + payload), payload (derived from seq)
+ *
+ * A write that fails (any -errno) abandons the rest of its record: the next
+ * write starts the next record.  The reader parses the byte stream; a record
+ * whose header or checksum is wrong starts a garbage run, skipped up to the
+ * next valid record.  Then it judges the sequence numbers:
+ *
+ *   - the next number: fine;
+ *   - a gap or a step back (lost or duplicated records) is explained only by
+ *     an error that an op reported (either thread) from 1 s before the last
+ *     good record to 2 s after the gap was seen, or by a failed write that
+ *     abandoned a record at that place in the stream;
+ *   - otherwise a garbage run of at most one record (a flipped bit: the
+ *     record failed its checksum) is a *detected corruption*: the host
+ *     checks that no more were detected than corrupt faults fired;
+ *   - anything else is unexplained: the soak fails.
+ *
+ * At the end the writer stops, the reader drains (up to 10 s without
+ * progress) and the last written record must have arrived (or its absence
+ * be explained as above).  Output, one line:
+ *
+ *   soak written=B read=B records=N gaps=N explained=N corrupt_detected=N
+ *        unexplained=N w_errors=N r_errors=N errors=EIO:N,... ops_w=sync:N,...
+ *        ops_r=...
+ *
+ * Exit status 0 if nothing is unexplained, 1 otherwise, 2 on a usage error.
+ */
+#define _GNU_SOURCE
+#include <aio.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libaio.h>
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define RECORD		256
+#define MAGIC		0x4B414F53u	/* "SOAK" */
+#define MAX_OP		16384
+#define MAX_ERRS	65536
+
+enum { P_SYNC, P_NONBLOCK, P_POLL, P_SIGIO, P_POSIX_AIO, P_LIBAIO,
+       P_IO_URING, NPATHS };
+static const char *const path_names[NPATHS] = {
+	"sync", "nonblock", "poll", "sigio", "posix-aio", "libaio", "io_uring",
+};
+
+static const char *dev;
+static double seconds;
+static atomic_int writer_done;
+static atomic_ulong w_errors, r_errors;
+static atomic_ulong errno_count[200];
+static unsigned long ops_w[NPATHS], ops_r[NPATHS];
+static atomic_ullong written, bytes_read;
+static atomic_uint last_written_seq;	/* +1: 0 = none */
+
+/* timestamps of reported errors, and records a failed write abandoned */
+static double err_time[MAX_ERRS];
+static atomic_int n_err;
+static uint32_t abandoned[MAX_ERRS];
+static atomic_int n_abandoned;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n)
+{
+	crc = ~crc;
+	while (n--) {
+		crc ^= *p++;
+		for (int k = 0; k < 8; k++)
+			crc = (crc >> 1) ^ (0xEDB88320u & -(crc & 1));
+	}
+	return ~crc;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+static void make_record(uint32_t seq, uint8_t *r)
+{
+	uint32_t crc;
+
+	memcpy(r, &(uint32_t){ MAGIC }, 4);
+	memcpy(r + 4, &seq, 4);
+	for (int i = 12; i < RECORD; i++)
+		r[i] = (uint8_t)(seq * 31 + i * 7);
+	crc = crc32_update(0, r + 4, 4);
+	crc = crc32_update(crc, r + 12, RECORD - 12);
+	memcpy(r + 8, &crc, 4);
+}
+
+static int record_ok(const uint8_t *r, uint32_t *seq)
+{
+	uint32_t magic, crc, want;
+
+	memcpy(&magic, r, 4);
+	if (magic != MAGIC)
+		return 0;
+	memcpy(&crc, r + 8, 4);
+	want = crc32_update(0, r + 4, 4);
+	want = crc32_update(want, r + 12, RECORD - 12);
+	if (crc != want)
+		return 0;
+	memcpy(seq, r + 4, 4);
+	return 1;
+}
+
+static void note_error(long res, int writer)
+{
+	int i = atomic_fetch_add(&n_err, 1);
+
+	if (i < MAX_ERRS)
+		err_time[i] = now();
+	atomic_fetch_add(writer ? &w_errors : &r_errors, 1);
+	if (-res > 0 && -res < 200)
+		atomic_fetch_add(&errno_count[-res], 1);
+}
+
+static int error_between(double a, double b)
+{
+	int n = atomic_load(&n_err);
+
+	if (n > MAX_ERRS)
+		return 1;	/* too many to judge: every gap explained */
+	for (int i = 0; i < n; i++)
+		if (err_time[i] >= a && err_time[i] <= b)
+			return 1;
+	return 0;
+}
+
+/* ------------------------------------------------------------ one op */
+
+struct io {
+	int fd, nbfd;		/* blocking and O_NONBLOCK descriptors */
+	int sigfd;		/* O_ASYNC, signals to this thread */
+	sigset_t sigs;
+	io_context_t actx;
+	struct io_uring ring;
+};
+
+static long wait_fd(int fd, int events, int ms)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+
+	return poll(&p, 1, ms) > 0 ? p.revents : 0;
+}
+
+/* One op through @path; returns bytes or -errno; -EAGAIN: nothing now. */
+static long do_op(struct io *io, int path, int wr, uint8_t *buf, size_t len)
+{
+	ssize_t n;
+
+	switch (path) {
+	case P_SYNC:
+		n = wr ? write(io->fd, buf, len) : read(io->fd, buf, len);
+		return n < 0 ? -errno : n;
+	case P_NONBLOCK:
+		n = wr ? write(io->nbfd, buf, len) : read(io->nbfd, buf, len);
+		if (n < 0 && errno == EAGAIN)
+			wait_fd(io->nbfd, wr ? POLLOUT : POLLIN, 100);
+		return n < 0 ? -errno : n;
+	case P_POLL: {
+		int rev = wait_fd(io->fd, wr ? POLLOUT : POLLIN, 200);
+
+		if (!(rev & (wr ? POLLOUT : POLLIN)))
+			return -EAGAIN;
+		n = wr ? write(io->fd, buf, len) : read(io->fd, buf, len);
+		return n < 0 ? -errno : n;
+	}
+	case P_SIGIO: {
+		struct timespec ts = { 0, 200 * 1000 * 1000 };
+		siginfo_t si;
+
+		if (!(wait_fd(io->sigfd, POLLIN, 0) & POLLIN))
+			sigtimedwait(&io->sigs, &si, &ts);
+		n = read(io->sigfd, buf, len);	/* O_NONBLOCK */
+		return n < 0 ? -errno : n;
+	}
+	case P_POSIX_AIO: {
+		struct aiocb cb = { .aio_fildes = io->fd, .aio_buf = buf,
+				    .aio_nbytes = len };
+		const struct aiocb *l[1] = { &cb };
+		int r = wr ? aio_write(&cb) : aio_read(&cb);
+
+		if (r)
+			return -errno;
+		while (aio_error(&cb) == EINPROGRESS)
+			aio_suspend(l, 1, NULL);
+		r = aio_error(&cb);
+		n = aio_return(&cb);
+		return r ? -r : n;
+	}
+	case P_LIBAIO: {
+		struct iocb cb, *cbs[1] = { &cb };
+		struct io_event ev;
+		int r;
+
+		if (wr)
+			io_prep_pwrite(&cb, io->fd, buf, len, 0);
+		else
+			io_prep_pread(&cb, io->fd, buf, len, 0);
+		r = io_submit(io->actx, 1, cbs);
+		if (r != 1)
+			return r < 0 ? r : -EIO;
+		do
+			r = io_getevents(io->actx, 1, 1, &ev, NULL);
+		while (r == -EINTR);
+		return r == 1 ? (long)ev.res : r;
+	}
+	case P_IO_URING: {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&io->ring);
+		struct io_uring_cqe *cqe;
+		int r;
+
+		if (wr)
+			io_uring_prep_write(sqe, io->fd, buf, len, 0);
+		else
+			io_uring_prep_read(sqe, io->fd, buf, len, 0);
+		r = io_uring_submit(&io->ring);
+		if (r != 1)
+			return r < 0 ? r : -EIO;
+		do
+			r = io_uring_wait_cqe(&io->ring, &cqe);
+		while (r == -EINTR);
+		if (r)
+			return r;
+		n = cqe->res;
+		io_uring_cqe_seen(&io->ring, cqe);
+		return n;
+	}
+	}
+	return -EINVAL;
+}
+
+static void io_open(struct io *io, int sigio)
+{
+	io->fd = open(dev, O_RDWR);
+	io->nbfd = open(dev, O_RDWR | O_NONBLOCK);
+	if (io->fd < 0 || io->nbfd < 0) {
+		perror(dev);
+		exit(2);
+	}
+	io->actx = 0;
+	if (io_setup(4, &io->actx) || io_uring_queue_init(4, &io->ring, 0)) {
+		fprintf(stderr, "soaker: io_setup/io_uring_queue_init failed\n");
+		exit(2);
+	}
+	io->sigfd = -1;
+	if (sigio) {
+		struct f_owner_ex own = { F_OWNER_TID, (pid_t)syscall(SYS_gettid) };
+
+		io->sigfd = open(dev, O_RDWR | O_NONBLOCK);
+		sigemptyset(&io->sigs);
+		sigaddset(&io->sigs, SIGRTMIN + 2);
+		if (io->sigfd < 0 || fcntl(io->sigfd, F_SETOWN_EX, &own) ||
+		    fcntl(io->sigfd, F_SETSIG, SIGRTMIN + 2) ||
+		    fcntl(io->sigfd, F_SETFL,
+			  fcntl(io->sigfd, F_GETFL) | O_ASYNC)) {
+			perror("soaker: sigio");
+			exit(2);
+		}
+	}
+}
+
+/* ------------------------------------------------------------ writer */
+
+static uint64_t seed;
+
+static void *writer(void *arg)
+{
+	uint64_t s = seed * 2 + 1, pos = 0;	/* stream offset */
+	static uint8_t buf[MAX_OP + RECORD];
+	double end = now() + seconds;
+	struct io io;
+
+	(void)arg;
+	io_open(&io, 0);
+	while (now() < end) {
+		static const int wpaths[] = { P_SYNC, P_NONBLOCK, P_POLL,
+					      P_POSIX_AIO, P_LIBAIO, P_IO_URING };
+		int path = wpaths[rnd(&s) % 6];
+		size_t len = 1 + rnd(&s) % MAX_OP;
+		uint64_t first = pos / RECORD;
+		long n;
+
+		/* the records that cover [pos, pos + len) */
+		for (uint64_t r = first; r * RECORD < pos + len; r++)
+			make_record((uint32_t)r, buf + (r - first) * RECORD);
+		n = do_op(&io, path, 1, buf + pos % RECORD, len);
+		ops_w[path]++;
+		if (n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			int i = atomic_load(&n_abandoned);
+
+			if (i < MAX_ERRS) {
+				abandoned[i] = (uint32_t)(pos / RECORD);
+				atomic_store(&n_abandoned, i + 1);
+			}
+			note_error(n, 1);
+			/* abandon the rest of the record in progress */
+			pos = (pos + RECORD - 1) / RECORD * RECORD;
+			continue;
+		}
+		pos += n;
+		atomic_fetch_add(&written, n);
+		if (pos / RECORD)
+			atomic_store(&last_written_seq, (uint32_t)(pos / RECORD));
+	}
+	atomic_store(&writer_done, 1);
+	return NULL;
+}
+
+/* ------------------------------------------------------------ reader */
+
+static unsigned long records, gaps, explained, corrupt_detected, unexplained;
+
+struct gap {
+	double last_good, seen;
+	int garbage;		/* bytes skipped before it */
+	uint32_t missing;
+	uint32_t first;		/* the first record number missing */
+};
+
+/* a failed write abandoned a record at the gap's place in the stream */
+static int write_failed_at(struct gap g)
+{
+	int n = atomic_load(&n_abandoned);
+
+	for (int i = 0; i < n && i < MAX_ERRS; i++)
+		if (abandoned[i] + 1 >= g.first &&
+		    abandoned[i] <= g.first + g.missing)
+			return 1;
+	return 0;
+}
+
+static struct gap pending[4096];
+static int n_pending;
+
+static void judge(struct gap g)
+{
+	gaps++;
+	/*
+	 * An error explains the gap if it was reported near it in time (the
+	 * reader may have read good records still queued after a writer's
+	 * error: look 1 s back) or if a failed write abandoned a record there.
+	 */
+	if (error_between(g.last_good - 1, g.seen + 2) || write_failed_at(g)) {
+		explained++;
+	} else if (g.garbage && g.garbage <= 2 * RECORD && g.missing == 1) {
+		corrupt_detected++;
+	} else {
+		unexplained++;
+		fprintf(stderr, "soaker: unexplained gap: %u record(s) missing, %d "
+			"garbage bytes, %.3f s after the last good record\n",
+			g.missing, g.garbage, g.seen - g.last_good);
+	}
+}
+
+static void add_gap(struct gap g)
+{
+	if (n_pending == (int)(sizeof(pending) / sizeof(pending[0])))
+		judge(g);
+	else
+		pending[n_pending++] = g;
+}
+
+int main(int argc, char **argv)
+{
+	static uint8_t stream[4 * MAX_OP];
+	size_t have = 0;
+	uint32_t expect = 0;
+	int garbage = 0;
+	double last_good, idle_since = 0;
+	uint64_t s;
+	pthread_t wt;
+	struct io io;
+	sigset_t all;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: soaker DEV SECONDS [SEED]\n");
+		return 2;
+	}
+	dev = argv[1];
+	seconds = atof(argv[2]);
+	seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 1;
+	s = seed * 2 + 3;
+	alarm((unsigned int)seconds + 120);
+	/* a full RT signal queue falls back to plain SIGIO: ignore that one */
+	signal(SIGIO, SIG_IGN);
+	sigemptyset(&all);
+	sigaddset(&all, SIGRTMIN + 2);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);		/* inherited by the writer */
+	io_open(&io, 1);
+	last_good = now();
+	pthread_create(&wt, NULL, writer, NULL);
+
+	for (;;) {
+		int done = atomic_load(&writer_done);
+		int path = rnd(&s) % NPATHS;
+		size_t len = 1 + rnd(&s) % MAX_OP;
+		long n;
+
+		if (done && last_written_seq && expect >= last_written_seq)
+			break;
+		if (path != P_SIGIO) {
+			/* keep the signal queue short: the sigio path waits for new ones */
+			struct timespec zero = { 0, 0 };
+
+			while (sigtimedwait(&io.sigs, NULL, &zero) > 0)
+				;
+		}
+		/* never block on an empty FIFO: the writer may be finished */
+		if (!(wait_fd(io.fd, POLLIN, 200) & POLLIN)) {
+			if (done) {
+				if (!idle_since)
+					idle_since = now();
+				if (now() - idle_since > 10)
+					break;
+			}
+			continue;
+		}
+		idle_since = 0;
+		if (len > sizeof(stream) - have)
+			len = sizeof(stream) - have;
+		n = do_op(&io, path, 0, stream + have, len);
+		ops_r[path]++;
+		if (n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			note_error(n, 0);
+			continue;
+		}
+		atomic_fetch_add(&bytes_read, n);
+		have += n;
+		/* parse what we have */
+		size_t off = 0;
+
+		while (have - off >= RECORD) {
+			uint32_t seq;
+
+			if (!record_ok(stream + off, &seq)) {
+				off++;
+				garbage++;
+				continue;
+			}
+			if (seq != expect || garbage) {
+				struct gap g = { last_good, now(), garbage, 0, expect };
+
+				if (seq > expect)
+					g.missing = seq - expect;
+				else if (seq < expect)
+					g.missing = expect - seq;	/* duplicates */
+				if (seq != expect || garbage > 0)
+					add_gap(g);
+			}
+			records++;
+			expect = seq + 1;
+			garbage = 0;
+			last_good = now();
+			off += RECORD;
+		}
+		memmove(stream, stream + off, have - off);
+		have -= off;
+	}
+	pthread_join(wt, NULL);
+	if (last_written_seq && expect < last_written_seq) {
+		struct gap g = { last_good, now(), garbage,
+				 last_written_seq - expect, expect };
+		add_gap(g);
+	}
+	for (int i = 0; i < n_pending; i++)
+		judge(pending[i]);
+
+	printf("soak written=%llu read=%llu records=%lu gaps=%lu explained=%lu "
+	       "corrupt_detected=%lu unexplained=%lu w_errors=%lu r_errors=%lu errors=",
+	       (unsigned long long)written, (unsigned long long)bytes_read,
+	       records, gaps, explained, corrupt_detected, unexplained,
+	       (unsigned long)w_errors, (unsigned long)r_errors);
+	int first = 1;
+
+	for (int e = 1; e < 200; e++)
+		if (errno_count[e]) {
+			printf("%s%s:%lu", first ? "" : ",", strerrorname_np(e),
+			       (unsigned long)errno_count[e]);
+			first = 0;
+		}
+	printf("%s ops_w=", first ? "none" : "");
+	for (int p = 0; p < NPATHS; p++)
+		printf("%s%s:%lu", p ? "," : "", path_names[p], ops_w[p]);
+	printf(" ops_r=");
+	for (int p = 0; p < NPATHS; p++)
+		printf("%s%s:%lu", p ? "," : "", path_names[p], ops_r[p]);
+	printf("\n");
+	return unexplained ? 1 : 0;
+}
