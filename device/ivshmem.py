@@ -194,12 +194,8 @@ class IvshmemServer:
             self.log.exception("doorbell handler failed")
 
     def _on_accept(self) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as err:
-            self.log.warning("accept failed: %s", err)
+        sock = accept_one(self._listener, self.log, "ivshmem")
+        if sock is None:
             return
         if self._client is not None:
             self.log.warning("refusing a second client while peer %d is connected",
@@ -273,6 +269,19 @@ def _close_client(client: _Client) -> None:
     for fd in client.vector_fds:
         os.close(fd)
     client.vector_fds = []
+
+
+def accept_one(listener: socket.socket, log: logging.Logger, what: str) -> socket.socket | None:
+    """Accept a pending connection on a non-blocking listener; None if there was none or the
+    accept failed (logged: a peer may vanish between readiness and accept)."""
+    try:
+        sock, _ = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as err:
+        log.warning("%s accept failed: %s", what, err)
+        return None
+    return sock
 
 
 def listen_unix(path: str) -> socket.socket:

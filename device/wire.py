@@ -51,7 +51,7 @@ from typing import Callable
 from .core import FifoDevice
 from .errors import FaultError, TransportError
 from .faults import Flood
-from .ivshmem import State, listen_unix
+from .ivshmem import State, accept_one, listen_unix
 
 __all__ = ["HostWire", "DEFAULT_CHUNK"]
 
@@ -208,12 +208,8 @@ class HostWire:
     # ---- the client's side ----
 
     def _on_accept(self) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as err:
-            self.log.warning("wire accept failed: %s", err)
+        sock = accept_one(self._listener, self.log, "wire")
+        if sock is None:
             return
         if self._client is not None:
             self.log.warning("refusing a second host wire client on %s: client #%d is "
