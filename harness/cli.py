@@ -20,7 +20,7 @@ from pathlib import Path
 from qemu.qmp import QMPError
 
 from images import build as images
-from . import reload, scenario, terminal, uplab
+from . import bench, reload, scenario, terminal, uplab
 from .checks import CHECKS, WIRED, Outcome, lab_config, run_check
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
@@ -341,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments (JSON values)")
     sp.set_defaults(func=cmd_qmp)
     scenario.add_commands(sub, kernel_opt)
+    bench.add_command(sub, kernel_opt)
     sp = sub.add_parser("_daemon")
     sp.add_argument("dir")
     sp.set_defaults(func=cmd_daemon)

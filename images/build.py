@@ -397,6 +397,33 @@ def build_initramfs(kernel: Kernel, driver: Path, programs: Path) -> Path:
     return dest
 
 
+FLOOR_INIT = b"""#!/bin/busybox sh
+# The floor of `fifolab bench`'s boot measurement: the least a userspace can do.
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+echo "fifolab-floor: userspace" > /dev/console
+while :; do /bin/busybox sleep 3600; done
+"""
+
+
+def build_floor_initramfs() -> Path:
+    """A trivial initramfs (busybox and an /init that prints one line): what the same kernel
+    and QEMU take to reach userspace with nothing to do there, the floor the lab's boot is
+    measured against."""
+    busybox = Path("/bin/busybox")
+    dest = cache_dir() / "initramfs" / f"floor-{_hash_paths([busybox], FLOOR_INIT.decode())}.cpio"
+    if dest.exists():
+        return dest
+    c = Cpio()
+    c.dir("dev")
+    c.file("init", FLOOR_INIT, 0o755)
+    c.file("bin/busybox", busybox.read_bytes(), 0o755)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(c.bytes())
+    os.rename(tmp, dest)
+    return dest
+
+
 KERNELS = ("default", "debug")
 
 

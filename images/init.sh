@@ -28,6 +28,8 @@ case " $cmdline " in
 *" fifolab.noload "*) ;;
 *) insmod /lib/modules/fifolab.ko || echo "fifolab-init: insmod fifolab failed" > /dev/console ;;
 esac
+# insmod returns once the PCI probes have run: the devices are up (`fifolab bench` times this).
+echo "fifolab-init: driver loaded" > /dev/console
 
 # virtio_console probes asynchronously: wait (up to 10 s) for the agent's port.
 port=
