@@ -176,6 +176,12 @@ class FifoDevice:
         if not 0 < fifo_depth <= U32_MASK:
             raise ValueError(f"FIFO depth {fifo_depth} does not fit the FIFO_DEPTH register")
         self._bar2 = bar2
+        # Registers are written through these typed views: one store per register.  The
+        # guest reads them at any moment, and struct.pack_into zeroes its target before it
+        # packs (CPython's s_pack_internal), so a register written that way reads 0 for a
+        # moment -- for as long as the model's thread is preempted in between.
+        self._bar2_u32 = memoryview(bar2).cast("B").cast("I")
+        self._bar2_u64 = memoryview(bar2).cast("B").cast("Q")
         self._mem = mem
         self.host_wire = host_wire
         # loopback: one FIFO, TX fills it and RX drains it; wired: guest->host, host->guest
@@ -202,10 +208,10 @@ class FifoDevice:
         return _U32.unpack_from(self._bar2, off)[0]
 
     def _w32(self, off: int, value: int) -> None:
-        _U32.pack_into(self._bar2, off, value & U32_MASK)
+        self._bar2_u32[off >> 2] = value & U32_MASK        # one 4-byte store (off % 4 == 0)
 
     def _w64(self, off: int, value: int) -> None:
-        _U64.pack_into(self._bar2, off, value & U64_MASK)
+        self._bar2_u64[off >> 3] = value & U64_MASK        # one 8-byte store (off % 8 == 0)
 
     # ---- life cycle ----
 
@@ -257,6 +263,8 @@ class FifoDevice:
         self._tx_fifo.close()
         if self._rx_fifo is not self._tx_fifo:
             self._rx_fifo.close()
+        self._bar2_u32.release()
+        self._bar2_u64.release()
 
     # ---- introspection for tests and logs ----
 
