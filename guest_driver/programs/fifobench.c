@@ -225,7 +225,7 @@ static void run_nonblock(struct run *x)
 	ev = (struct epoll_event){ .events = EPOLLOUT, .data.fd = x->wfd };
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, x->wfd, &ev))
 		die_errno("epoll_ctl(EPOLLOUT)");
-	while (x->r.moved < x->r.total) {
+	while (x->r.moved < x->r.total || x->w.moved < x->w.total) {
 		int moved = nb_try(x, &x->w, x->wfd, x->wbuf[0], 1);
 
 		moved |= nb_try(x, &x->r, x->rfd, x->rbuf[0], 0);
@@ -260,7 +260,7 @@ static void run_posix_aio(struct run *x)
 
 	memset(cb, 0, sizeof(cb));
 	memset(s, 0, sizeof(s));
-	while (x->r.moved < x->r.total) {
+	while (x->r.moved < x->r.total || x->w.moved < x->w.total) {
 		int k = 0;
 
 		for (int i = 0; i < n; i++) {
@@ -311,7 +311,7 @@ static void run_libaio(struct run *x)
 	memset(s, 0, sizeof(s));
 	if ((r = io_setup(n, &ctx)))
 		die_neg(r, "io_setup(%d)", n);
-	while (x->r.moved < x->r.total) {
+	while (x->r.moved < x->r.total || x->w.moved < x->w.total) {
 		int k = 0, busy = 0;
 
 		for (int i = 0; i < n; i++) {
@@ -362,7 +362,7 @@ static void run_uring(struct run *x)
 	memset(s, 0, sizeof(s));
 	if ((r = io_uring_queue_init(n, &ring, 0)))
 		die_neg(r, "io_uring_queue_init(%d)", n);
-	while (x->r.moved < x->r.total) {
+	while (x->r.moved < x->r.total || x->w.moved < x->w.total) {
 		struct io_uring_cqe *cqe;
 		unsigned head, seen = 0;
 		int busy = 0;
