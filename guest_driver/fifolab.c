@@ -2147,6 +2147,14 @@ static int fifolab_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64));
 	if (ret)
 		goto err_memunmap_bar2;
+	/*
+	 * A descriptor may be as long as its u32 length field says (datasheet
+	 * 4): physically contiguous pages of a buffer become one segment, not
+	 * one per 64 KiB (the PCI default), so the device walks fewer.
+	 */
+	ret = dma_set_max_seg_size(&pdev->dev, U32_MAX & PAGE_MASK);
+	if (ret)
+		goto err_memunmap_bar2;
 	pci_set_master(pdev);
 
 	/* MSI-X on before CONTROL.ENABLE: the device's messages are edges */

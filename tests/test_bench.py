@@ -23,7 +23,8 @@ def records(libaio=40000.0):
     return [io("sync", 1, 4096, 5000), io("posix_aio", 32, 4096, 4000),
             io("libaio", 32, 4096, libaio, irqs_per_req=0.02), io("io_uring", 32, 4096, 30000,
                                                                    irqs_per_req=0.3),
-            io("libaio", 1, 4096, 3000, p50=105.0), io("libaio", 8, 1 << 20, 2000),
+            io("libaio", 1, 4096, 3000, p50=105.0),
+            dict(io("libaio", 8, 1 << 20, 2000), kind="stream", fifo_depth=4 << 20),
             {"kind": "ceiling", "model_copy_mb_per_s": 20000.0, "host_memcpy_mb_per_s": 1.0,
              "model_fifo_mb_per_s": 1.0},
             {"kind": "notify", "mode": "sigio", "p50_us": 300.0, "p99_us": 1.0, "count": 1},
@@ -76,6 +77,11 @@ def test_bench_quick_measures_every_path(tmp_path, kernel, run_tag):  # noqa: F8
         assert r["requests"] >= 2 * r["bytes"] // bs, r
         assert 0 < r["p50_us"] <= r["p99_us"], r
         assert r["irqs"] > 0, r
+    stream = {(r["path"], r["qd"]): r for r in recs if r["kind"] == "stream"}
+    assert set(stream) == set(plan.stream_paths)
+    for r in stream.values():
+        assert r["bs"] == 1 << 20 and r["fifo_depth"] == bench.STREAM_FIFO, r
+        assert r["mb_per_s"] == pytest.approx(r["bytes"] / r["seconds"] / 1e6, rel=0.01), r
     notify = {r["mode"]: r for r in recs if r["kind"] == "notify"}
     assert set(notify) == set(bench.NOTIFY_MODES)
     assert all(n["count"] == plan.notify_count and n["p50_us"] > 0 for n in notify.values())
