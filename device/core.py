@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -115,8 +116,13 @@ _USED = struct.Struct("<IIII")        # id, len, status, reserved
 U32_MASK = 0xFFFF_FFFF
 U64_MASK = 0xFFFF_FFFF_FFFF_FFFF
 
-FEATURES = regs.FEAT_LOOPBACK | regs.FEAT_NOWAIT | regs.FEAT_CANCEL
-WIRED_FEATURES = regs.FEAT_HOST_WIRE | regs.FEAT_NOWAIT | regs.FEAT_CANCEL
+FEATURES = regs.FEAT_LOOPBACK | regs.FEAT_NOWAIT | regs.FEAT_CANCEL | regs.FEAT_NO_NOTIFY
+WIRED_FEATURES = regs.FEAT_HOST_WIRE | regs.FEAT_NOWAIT | regs.FEAT_CANCEL | regs.FEAT_NO_NOTIFY
+# Doorbell suppression: rounds of "look at the avail rings again" one doorbell may run.
+MAX_RECHECKS = 8
+# A full memory barrier: acquiring a lock is an atomic read-modify-write (lock cmpxchg on x86),
+# which orders a store before a later load -- plain Python has no other way to ask for that.
+_FENCE = threading.Lock()
 QUEUES = (regs.QUEUE_TX, regs.QUEUE_RX)
 
 # error code -> used-entry status (datasheet section 5)
@@ -400,7 +406,14 @@ class FifoDevice:
         if self._stalled:
             return
         self._begin()
-        self._finish(self._levels())
+        mark = self._levels()
+        posted = self._enabled and self._posted()
+        if posted:              # _service() stopped with posts left (see there)
+            self._w32(regs.REG_NO_NOTIFY, 1)
+            self._service()
+        self._finish(mark)
+        if posted:
+            self._wake_host()
 
     # ---- the doorbell ----
 
@@ -417,20 +430,50 @@ class FifoDevice:
                            self._r32(regs.qctl(regs.QUEUE_TX, regs.QCTL_AVAIL_IDX)),
                            self._r32(regs.qctl(regs.QUEUE_RX, regs.QCTL_AVAIL_IDX)))
         self._begin()
+        self._w32(regs.REG_NO_NOTIFY, 1)
         if self.faults.armed_at(Hook.DOORBELL):
             self._hook(Hook.DOORBELL, None)
         self._control()
         mark = self._levels()
-        if self._enabled:
-            for q in QUEUES:
-                self._fetch(q)
-            for q in QUEUES:
-                self._cancel(q)
-            self._pump()
-            for q in QUEUES:
-                self._complete_nowait(q)
+        self._service()
         self._finish(mark)
         self._wake_host()
+
+    def _service(self) -> None:
+        """Fetch, cancel, pump, answer NOWAIT -- and again while the driver keeps posting.
+
+        Doorbell suppression: REG_NO_NOTIFY is 1 from the doorbell's start; a driver that sees
+        it after publishing AVAIL_IDX (and a fence) does not ring.  So before stopping, the
+        device withdraws it and looks at the avail rings once more: the driver publishes,
+        fences, reads NO_NOTIFY; with a fence on both sides, either it reads 0 and rings, or
+        this look sees its post.  At most MAX_RECHECKS rounds; then a tick comes back for the
+        rest, so a driver that never stops posting cannot hold the model in one step.
+        """
+        for _ in range(MAX_RECHECKS):
+            before = dict(self._last_avail)
+            if self._enabled:
+                for q in QUEUES:
+                    self._fetch(q)
+                for q in QUEUES:
+                    self._cancel(q)
+                self._pump()
+                for q in QUEUES:
+                    self._complete_nowait(q)
+            self._w32(regs.REG_NO_NOTIFY, 0)
+            with _FENCE:
+                pass
+            if not (self._enabled and self._posted()) or self._last_avail == before:
+                return          # nothing new (or nothing fetchable: the next doorbell says)
+            self._w32(regs.REG_NO_NOTIFY, 1)
+        self._w32(regs.REG_NO_NOTIFY, 0)
+        if self.schedule is not None:
+            self.schedule(self.clock())
+
+    def _posted(self) -> bool:
+        """Has the driver posted on any queue since the last fetch?  (Not counting an AVAIL_IDX
+        more than a ring ahead: that driver is confused, and gets a ring's worth per doorbell.)"""
+        return any(0 < ((self._r32(regs.qctl(q, regs.QCTL_AVAIL_IDX)) - self._last_avail[q])
+                        & U32_MASK) <= regs.QUEUE_SIZE for q in QUEUES)
 
     def _begin(self) -> None:
         """Start a step (doorbell, host call, tick): nothing collected yet."""

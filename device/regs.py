@@ -48,6 +48,9 @@ REG_ERR_CODE = 0x03C              # device writes  ERR_* of the last DMA/descrip
 REG_ERR_ADDR = 0x040              # device writes  u64: guest address of the last error
 REG_RESET_COUNT = 0x048           # device writes  completed resets since power-on
 REG_ERR_COUNT = 0x04C             # device writes  errors since power-on
+REG_NO_NOTIFY = 0x050             # device writes  1 while a doorbell is being handled: the
+                                  #                device looks at both avail rings again
+                                  #                before it stops, a post needs no doorbell
 
 # statistics kept by the device (u64, device writes)
 REG_STAT_TX_BYTES = 0x080         # bytes DMA-read from guest memory into the FIFO
@@ -67,6 +70,7 @@ FEAT_LOOPBACK = 1 << 0            # what TX accepts, RX returns
 FEAT_NOWAIT = 1 << 1              # DESC_F_NOWAIT honoured
 FEAT_CANCEL = 1 << 2              # DESC_F_CANCEL honoured
 FEAT_HOST_WIRE = 1 << 3           # wired to the host: TX goes out, host bytes come in via RX
+FEAT_NO_NOTIFY = 1 << 4           # REG_NO_NOTIFY is kept (doorbell suppression)
 
 CTRL_ENABLE = 1 << 0              # process queues; device answers with STS_READY
 CTRL_RESET = 1 << 1               # drop all queue state; device clears it when done

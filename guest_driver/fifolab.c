@@ -12,6 +12,8 @@
  *   fifolab_req_alloc()  pin the user pages, build and DMA-map an sg_table
  *   fifolab_req_post()   take descriptors from the queue's free list, fill a
  *                        chain, publish the head in the avail ring, ring
+ *                        (unless the device says NO_NOTIFY: it is busy and
+ *                        will look at the ring again before it stops)
  *   fifolab_irq()        ack, then reap used entries: each one completes the
  *                        request whose head it names (fifolab_complete())
  *   fifolab_req_wait()   sleep until completed; on a signal, cancel the
@@ -288,6 +290,8 @@ struct fifolab_queue_stats {
 	u64 bytes;			/* moved by completed requests */
 	u64 cancels;			/* cancels sent to the device */
 	u64 bad;			/* used entries rejected */
+	u64 doorbells;			/* rung after a post */
+	u64 doorbells_skipped;		/* not rung: the device said NO_NOTIFY */
 };
 
 struct fifolab_queue {
@@ -333,6 +337,7 @@ struct fifolab_dev {
 	void *bar2;			/* const; valid while bound */
 	u16 peer;			/* const: DEVICE_PEER, for the doorbell */
 	u32 fifo_depth;			/* const */
+	bool no_notify;			/* const: FEAT_NO_NOTIFY (doorbell suppression) */
 	char irq_name[FIFOLAB_NUM_VECTORS][24];
 
 	struct fifolab_queue queue[FIFOLAB_NUM_QUEUES];
@@ -626,6 +631,22 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 	wmb();				/* the ring entry before the index */
 	q->avail_idx++;
 	WRITE_ONCE(*q->avail_idx_reg, cpu_to_le32(q->avail_idx));
+
+	/*
+	 * Doorbell suppression (datasheet 4): while the device handles a
+	 * doorbell it keeps NO_NOTIFY at 1 and looks at the avail rings again
+	 * after clearing it.  The index store before the NO_NOTIFY load (a
+	 * full barrier: the device fences between its clear and its look), so
+	 * either we read 0 and ring, or the device sees this post.
+	 */
+	if (q->fdev->no_notify) {
+		mb();
+		if (fifolab_rd32(q->fdev, FIFOLAB_REG_NO_NOTIFY) & 1) {
+			q->stats.doorbells_skipped++;
+			return;
+		}
+	}
+	q->stats.doorbells++;
 	fifolab_ring(q->fdev);
 }
 
@@ -1559,6 +1580,28 @@ static ssize_t cancels_show(struct device *dev, struct device_attribute *attr,
 }
 static DEVICE_ATTR_RO(cancels);
 
+static ssize_t doorbells_show(struct device *dev, struct device_attribute *attr,
+			      char *buf)
+{
+	struct fifolab_dev *fdev = to_fifolab(dev);
+
+	return sysfs_emit(buf, "%llu\n",
+			  fifolab_stats(fdev, FIFOLAB_QUEUE_TX).doorbells +
+			  fifolab_stats(fdev, FIFOLAB_QUEUE_RX).doorbells);
+}
+static DEVICE_ATTR_RO(doorbells);
+
+static ssize_t doorbells_skipped_show(struct device *dev,
+				      struct device_attribute *attr, char *buf)
+{
+	struct fifolab_dev *fdev = to_fifolab(dev);
+
+	return sysfs_emit(buf, "%llu\n",
+			  fifolab_stats(fdev, FIFOLAB_QUEUE_TX).doorbells_skipped +
+			  fifolab_stats(fdev, FIFOLAB_QUEUE_RX).doorbells_skipped);
+}
+static DEVICE_ATTR_RO(doorbells_skipped);
+
 static ssize_t bad_completions_show(struct device *dev,
 				    struct device_attribute *attr, char *buf)
 {
@@ -1683,6 +1726,8 @@ static struct attribute *fifolab_attrs[] = {
 	&dev_attr_tx_bytes.attr,
 	&dev_attr_rx_bytes.attr,
 	&dev_attr_cancels.attr,
+	&dev_attr_doorbells.attr,
+	&dev_attr_doorbells_skipped.attr,
 	&dev_attr_bad_completions.attr,
 	&dev_attr_irqs.attr,
 	&dev_attr_fifo_depth.attr,
@@ -1959,6 +2004,7 @@ static int fifolab_check_id(struct fifolab_dev *fdev)
 	}
 	fdev->peer = peer;
 	fdev->fifo_depth = depth;
+	fdev->no_notify = features & FIFOLAB_FEAT_NO_NOTIFY;
 
 	max_segs = min_t(u32, max_segs, FIFOLAB_MAX_SEGS);
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {

@@ -35,6 +35,7 @@
 #define FIFOLAB_REG_ERR_ADDR		0x040	/* device writes, u64 */
 #define FIFOLAB_REG_RESET_COUNT		0x048	/* device writes */
 #define FIFOLAB_REG_ERR_COUNT		0x04C	/* device writes */
+#define FIFOLAB_REG_NO_NOTIFY		0x050	/* device writes: 1 = no doorbell needed */
 
 #define FIFOLAB_REG_STAT_TX_BYTES	0x080	/* u64 */
 #define FIFOLAB_REG_STAT_RX_BYTES	0x088	/* u64 */
@@ -53,6 +54,7 @@
 #define FIFOLAB_FEAT_NOWAIT		BIT(1)
 #define FIFOLAB_FEAT_CANCEL		BIT(2)
 #define FIFOLAB_FEAT_HOST_WIRE		BIT(3)
+#define FIFOLAB_FEAT_NO_NOTIFY		BIT(4)
 
 #define FIFOLAB_CTRL_ENABLE		BIT(0)
 #define FIFOLAB_CTRL_RESET		BIT(1)

@@ -40,7 +40,8 @@ def test_power_on_registers():
               regs.REG_TX_SPACE: 12345, regs.REG_RX_LEVEL: 0, regs.REG_STATUS: 0,
               regs.REG_CONTROL: 0, regs.REG_RESET_COUNT: 0}
     assert {r: d.r32(r) for r in expect} == expect
-    assert FEATURES == regs.FEAT_LOOPBACK | regs.FEAT_NOWAIT | regs.FEAT_CANCEL
+    assert FEATURES == (regs.FEAT_LOOPBACK | regs.FEAT_NOWAIT | regs.FEAT_CANCEL
+                        | regs.FEAT_NO_NOTIFY)
     assert d.bar2[:4] == b"FILB"
 
 
@@ -571,3 +572,47 @@ def test_constructor_checks():
         FifoDevice(bytearray(100), mem)
     with pytest.raises(ValueError):
         FifoDevice(bytearray(regs.BAR2_SIZE), mem, fifo_depth=0)
+
+
+# ---- doorbell suppression (REG_NO_NOTIFY) ----
+
+def test_no_notify_is_clear_between_doorbells():
+    d = Driver()
+    assert d.r32(regs.REG_FEATURES) & regs.FEAT_NO_NOTIFY
+    assert d.r32(regs.REG_NO_NOTIFY) == 0
+    d.tx(b"abc")
+    assert d.r32(regs.REG_NO_NOTIFY) == 0
+
+
+def test_a_post_seen_no_notify_needs_no_doorbell():
+    """A driver posting while the device handles a doorbell sees NO_NOTIFY = 1 and does not
+    ring; the device finds the post before it stops (datasheet 4, "Doorbell suppression")."""
+    d = Driver()
+    seen = []
+    later = d.alloc(4)
+    d.poke(later, b"more")
+    real_view = d.mem.view
+
+    def view(gpa, n):
+        # the device is moving the first request's bytes: the "driver" posts another now
+        if not seen:
+            seen.append(d.r32(regs.REG_NO_NOTIFY))
+            d.post(regs.QUEUE_TX, [(later, 4)], ring=False)
+        return real_view(gpa, n)
+
+    d.mem.view = view
+    d.tx(b"first")                                   # one doorbell
+    assert seen == [1]
+    assert [u.len for u in d.used(regs.QUEUE_TX)] == [5, 4]
+    assert d.r32(regs.REG_NO_NOTIFY) == 0
+    assert d.r64(regs.REG_STAT_DOORBELLS) == 2 + 1  # bring-up's two, then one
+    head, gpa = d.rx(9)
+    assert d.peek(gpa, 9) == b"firstmore"
+
+
+def test_a_runaway_avail_idx_is_not_rechecked():
+    d = Driver()
+    d.w32(regs.qctl(TX, regs.QCTL_AVAIL_IDX), 0x80000000)
+    d.ring()
+    assert d.r32(regs.REG_ERR_COUNT) == regs.QUEUE_SIZE     # one ring's worth, no more
+    assert d.r32(regs.REG_NO_NOTIFY) == 0

@@ -14,14 +14,16 @@
  *       Prints one JSON object:
  *         {"path","qd","bs","seconds","bytes","requests","ops_per_s",
  *          "mb_per_s","p50_us","p99_us","cpu_us_per_op","irqs",
- *          "irqs_per_req","irqs_per_op"}
+ *          "irqs_per_req","irqs_per_op","doorbells","doorbells_skipped"}
  *       op = BS bytes moved end to end (written and read back): ops_per_s =
  *       bytes read / BS / seconds.  Latency is per request, write or read,
  *       from its submission to its completion being seen.  requests = reads
  *       and writes completed (a read may be short: it takes what the FIFO
  *       holds).  cpu = guest CPU time of all vCPUs that was not idle
  *       (/proc/stat; the driver's interrupt and completion work included),
- *       irqs = the driver's sysfs irqs counter.
+ *       irqs = the driver's sysfs irqs counter; doorbells and
+ *       doorbells_skipped = posts that rang the device and posts that did
+ *       not need to (the device said NO_NOTIFY: it was busy and would look).
  *
  *   fifobench notify MODE DEV COUNT
  *       MODE: sigio | epoll | read.  Echo COUNT bytes that the host injects
@@ -452,7 +454,7 @@ static int cmd_io(int argc, char **argv)
 	struct run x = { 0 };
 	void (*fn)(struct run *) = NULL;
 	double seconds = 1.0, t;
-	long long irq0, cpu0, irqs, cpu;
+	long long irq0, cpu0, irqs, cpu, db0, dbs0, db, dbs;
 	size_t total, ops;
 	int has_qd = 0, flags;
 
@@ -524,12 +526,16 @@ static int cmd_io(int argc, char **argv)
 		total = ops * x.bs;
 
 		irq0 = sysfs_read(x.dev, "irqs");
+		db0 = sysfs_read(x.dev, "doorbells");
+		dbs0 = sysfs_read(x.dev, "doorbells_skipped");
 		cpu0 = cpu_busy_ticks();
 		t = now();
 		one_run(&x, fn, total);
 		t = now() - t;
 		cpu = cpu_busy_ticks() - cpu0;
 		irqs = sysfs_read(x.dev, "irqs") - irq0;
+		db = sysfs_read(x.dev, "doorbells") - db0;
+		dbs = sysfs_read(x.dev, "doorbells_skipped") - dbs0;
 		if (t >= seconds / 2 || tries == 3 || ops == (4ull << 30) / x.bs)
 			break;
 	}
@@ -538,11 +544,12 @@ static int cmd_io(int argc, char **argv)
 	printf("{\"path\": \"%s\", \"qd\": %d, \"bs\": %zu, \"seconds\": %.6f, "
 	       "\"bytes\": %zu, \"requests\": %zu, \"ops_per_s\": %.1f, \"mb_per_s\": %.3f, "
 	       "\"p50_us\": %.2f, \"p99_us\": %.2f, \"cpu_us_per_op\": %.3f, "
-	       "\"irqs\": %lld, \"irqs_per_req\": %.4f, \"irqs_per_op\": %.4f}\n",
+	       "\"irqs\": %lld, \"irqs_per_req\": %.4f, \"irqs_per_op\": %.4f, "
+	       "\"doorbells\": %lld, \"doorbells_skipped\": %lld}\n",
 	       x.path, x.qd, x.bs, t, total, x.requests, ops / t, total / t / 1e6,
 	       lat_pct(&x.lat, 50), lat_pct(&x.lat, 99),
 	       cpu * (1e6 / sysconf(_SC_CLK_TCK)) / ops, irqs,
-	       (double)irqs / x.requests, (double)irqs / ops);
+	       (double)irqs / x.requests, (double)irqs / ops, db, dbs);
 	return 0;
 }
 
