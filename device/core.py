@@ -203,6 +203,11 @@ class FifoDevice:
         self.schedule = schedule            # (when) -> call tick() then; None: nobody will
         self.emit = emit or (lambda name, data: None)
         self._stalled = False               # operator state: survives power_on
+        # Batched, coalesced interrupts (datasheet 2): one message per step, none while the
+        # cause is still pending.  Off (an operator setting, to measure what that saves): a
+        # message right after every used entry, as a device without either would send.
+        self.coalesce = True
+        self._entry_msgs = 0
         self._stalled_rings = 0
         self._wakeup_at: float | None = None
         self._last_state: tuple | None = None
@@ -479,6 +484,7 @@ class FifoDevice:
         """Start a step (doorbell, host call, tick): nothing collected yet."""
         self._causes = 0
         self._bytes_in = self._bytes_out = 0
+        self._entry_msgs = 0
 
     def _wake_host(self) -> None:
         if self.host_wire and self.wake_host is not None:
@@ -781,6 +787,10 @@ class FifoDevice:
         self._w32(regs.qctl(q, regs.QCTL_USED_IDX), used)
         self._stats[regs.REG_STAT_COMPLETIONS] += 1
         self._causes |= _DONE_CAUSE[q]
+        if not self.coalesce and self._r32(regs.REG_INT_ENABLE) & _DONE_CAUSE[q]:
+            self._entry_msgs += 1
+            self._stats[regs.REG_STAT_IRQS] += 1
+            self._raise_vector(regs.VEC_QUEUE)
         if self.log.isEnabledFor(logging.DEBUG):
             self.log.debug("%s used #%d: id=%d len=%d status=%d", _QUEUE_NAME[q], used - 1,
                            head, length, status)
@@ -890,14 +900,23 @@ class FifoDevice:
         enable = self._r32(regs.REG_INT_ENABLE)
         pending = self._int_raised ^ acked
         new = causes & enable & ~pending & regs.INT_ALL
-        if not new:
+        send = new
+        if not self.coalesce:
+            # every cause raised gets a message, pending or not (a pending cause's bit is not
+            # flipped again: that would withdraw it); the queue vector went per used entry
+            send = causes & enable & regs.INT_ALL
+            if self._entry_msgs:
+                send &= ~(regs.INT_RX_DONE | regs.INT_TX_DONE | regs.INT_DATA_AVAIL
+                          | regs.INT_SPACE_AVAIL)
+        if new:
+            self._int_raised ^= new
+            self._w32(regs.REG_INT_RAISED, self._int_raised)
+        if not send:
             if causes and self.log.isEnabledFor(logging.DEBUG):
                 self.log.debug("causes %#x not raised (enable %#x, pending %#x)", causes,
                                enable, pending)
             return
-        self._int_raised ^= new
-        self._w32(regs.REG_INT_RAISED, self._int_raised)
-        vectors = sorted({v for bit, v in regs.INT_VECTOR_OF.items() if new & bit})
+        vectors = sorted({v for bit, v in regs.INT_VECTOR_OF.items() if send & bit})
         self._stats[regs.REG_STAT_IRQS] += len(vectors)
         self._w64(regs.REG_STAT_IRQS, self._stats[regs.REG_STAT_IRQS])
         for v in vectors:

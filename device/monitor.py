@@ -85,6 +85,12 @@ class Monitor:
             extra = (_WHEN,) if spec.hook is Hook.DOORBELL else ()
             t.command(f"fault-{spec.kind.value}", _DEVICE, *spec.params, *COMMON_ARGS,
                       *extra, doc=spec.doc)(self._arm_handler(spec.kind))
+        t.command("set-coalescing", _DEVICE,
+                  Arg("enabled", "bool", required=True,
+                      doc="false: a message after every used entry, pending or not, as a "
+                          "device without batching or coalescing would send (to measure what "
+                          "they save)"))(
+                      self.set_coalescing)
         t.command("fault-stall", _DEVICE)(self.fault_stall)
         t.command("fault-resume", _DEVICE)(self.fault_resume)
         t.command("resume", _DEVICE, doc="alias of fault-resume")(self.fault_resume)
@@ -187,6 +193,12 @@ class Monitor:
         fid = self._fired_now(index, kind.value, vector=vector, count=count)
         d.core.send_spurious(vector, count)
         return {"id": fid, "kind": kind.value, "fired": count}
+
+    def set_coalescing(self, a: dict) -> dict:
+        d = self._device(a)
+        was = d.core.coalesce
+        d.core.coalesce = a["enabled"]
+        return {"enabled": d.core.coalesce, "changed": was != d.core.coalesce}
 
     def fault_stall(self, a: dict) -> dict:
         d = self._device(a)

@@ -616,3 +616,25 @@ def test_a_runaway_avail_idx_is_not_rechecked():
     d.ring()
     assert d.r32(regs.REG_ERR_COUNT) == regs.QUEUE_SIZE     # one ring's worth, no more
     assert d.r32(regs.REG_NO_NOTIFY) == 0
+
+
+def test_coalescing_off_sends_a_message_per_used_entry():
+    d = Driver()
+    d.dev.coalesce = False
+    d.tx(b"1")
+    d.tx(b"2")                                      # TX_DONE still pending: sent anyway
+    assert d.vectors == [regs.VEC_QUEUE] * 2
+    assert d.pending_causes() == regs.INT_TX_DONE | regs.INT_DATA_AVAIL   # flipped once
+    d.vectors.clear()
+    d.rx(1, ring=False)
+    d.rx(1, ring=False)
+    d.ring()                                        # two used entries in one step
+    assert d.vectors == [regs.VEC_QUEUE] * 2
+    assert d.r64(regs.REG_STAT_IRQS) == 4
+    d.ack()
+    d.dev.coalesce = True
+    d.vectors.clear()
+    d.tx(b"3", ring=False)
+    d.tx(b"4", ring=False)
+    d.ring()                                        # one step, one message
+    assert d.vectors == [regs.VEC_QUEUE]

@@ -298,6 +298,14 @@ def test_arm_list_clear_and_events(tmp_path):
                 assert state["data"]["state"] == "need-reset" and not state["data"]["ready"]
                 assert (await c.execute("query-fifolab"))["need_reset"] is True
 
+                # interrupt coalescing off and on again
+                assert await c.execute("set-coalescing", {"enabled": False}) == {
+                    "enabled": False, "changed": True}
+                with pytest.raises(ExecuteError, match="enabled"):
+                    await c.execute("set-coalescing", {})
+                assert await c.execute("set-coalescing", {"enabled": True}) == {
+                    "enabled": True, "changed": True}
+
                 # stall / resume
                 d.bring_up()
                 assert await c.execute("fault-stall") == {"stalled": True, "changed": True}
