@@ -638,3 +638,33 @@ def test_coalescing_off_sends_a_message_per_used_entry():
     d.tx(b"4", ring=False)
     d.ring()                                        # one step, one message
     assert d.vectors == [regs.VEC_QUEUE]
+
+
+# ---- cut-through (loopback): a waiting reader takes a waiting writer's bytes directly ----
+
+def test_cut_through_reader_takes_writers_bytes_beyond_the_fifo_depth():
+    d = Driver(depth=16)
+    head, gpa = d.rx(100)
+    data = bytes(range(100))
+    t = d.tx(data)
+    assert d.used(regs.QUEUE_RX) == [Used(head, 100, regs.ST_OK)]
+    assert d.used(regs.QUEUE_TX) == [Used(t, 100, regs.ST_OK)]
+    assert d.peek(gpa, 100) == data
+    assert d.r32(regs.REG_RX_LEVEL) == 0 and d.r32(regs.REG_TX_SPACE) == 16
+    assert d.r64(regs.REG_STAT_TX_BYTES) == d.r64(regs.REG_STAT_RX_BYTES) == 100
+
+
+def test_cut_through_spans_writers_in_order():
+    d = Driver(depth=16)
+    h1, g1 = d.rx(50, seg=7)
+    t1 = d.tx(b"a" * 30, seg=11, ring=False)
+    t2 = d.tx(b"b" * 30, ring=False)
+    d.ring()
+    assert d.used(regs.QUEUE_RX) == [Used(h1, 50, regs.ST_OK)]
+    assert d.peek(g1, 50) == b"a" * 30 + b"b" * 20
+    # t2's last 10 bytes went into the FIFO in the same step
+    assert d.used(regs.QUEUE_TX) == [Used(t1, 30, regs.ST_OK), Used(t2, 30, regs.ST_OK)]
+    assert d.r32(regs.REG_RX_LEVEL) == 10
+    h2, g2 = d.rx(64)
+    assert d.used(regs.QUEUE_RX) == [Used(h2, 10, regs.ST_OK)]
+    assert d.peek(g2, 10) == b"b" * 10
