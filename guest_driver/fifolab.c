@@ -1569,49 +1569,23 @@ static ssize_t rx_bytes_show(struct device *dev, struct device_attribute *attr,
 }
 static DEVICE_ATTR_RO(rx_bytes);
 
-static ssize_t cancels_show(struct device *dev, struct device_attribute *attr,
-			    char *buf)
-{
-	struct fifolab_dev *fdev = to_fifolab(dev);
+/* a counter kept per queue (q->stats.@field), shown as the sum of both */
+#define FIFOLAB_QUEUE_SUM_ATTR(name, field)					\
+static ssize_t name##_show(struct device *dev,					\
+			   struct device_attribute *attr, char *buf)		\
+{										\
+	struct fifolab_dev *fdev = to_fifolab(dev);				\
+										\
+	return sysfs_emit(buf, "%llu\n",					\
+			  fifolab_stats(fdev, FIFOLAB_QUEUE_TX).field +		\
+			  fifolab_stats(fdev, FIFOLAB_QUEUE_RX).field);		\
+}										\
+static DEVICE_ATTR_RO(name)
 
-	return sysfs_emit(buf, "%llu\n",
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_TX).cancels +
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_RX).cancels);
-}
-static DEVICE_ATTR_RO(cancels);
-
-static ssize_t doorbells_show(struct device *dev, struct device_attribute *attr,
-			      char *buf)
-{
-	struct fifolab_dev *fdev = to_fifolab(dev);
-
-	return sysfs_emit(buf, "%llu\n",
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_TX).doorbells +
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_RX).doorbells);
-}
-static DEVICE_ATTR_RO(doorbells);
-
-static ssize_t doorbells_skipped_show(struct device *dev,
-				      struct device_attribute *attr, char *buf)
-{
-	struct fifolab_dev *fdev = to_fifolab(dev);
-
-	return sysfs_emit(buf, "%llu\n",
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_TX).doorbells_skipped +
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_RX).doorbells_skipped);
-}
-static DEVICE_ATTR_RO(doorbells_skipped);
-
-static ssize_t bad_completions_show(struct device *dev,
-				    struct device_attribute *attr, char *buf)
-{
-	struct fifolab_dev *fdev = to_fifolab(dev);
-
-	return sysfs_emit(buf, "%llu\n",
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_TX).bad +
-			  fifolab_stats(fdev, FIFOLAB_QUEUE_RX).bad);
-}
-static DEVICE_ATTR_RO(bad_completions);
+FIFOLAB_QUEUE_SUM_ATTR(cancels, cancels);
+FIFOLAB_QUEUE_SUM_ATTR(bad_completions, bad);
+FIFOLAB_QUEUE_SUM_ATTR(doorbells, doorbells);
+FIFOLAB_QUEUE_SUM_ATTR(doorbells_skipped, doorbells_skipped);
 
 static ssize_t irqs_show(struct device *dev, struct device_attribute *attr,
 			 char *buf)

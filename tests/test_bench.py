@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from device import perf
 from harness import bench
 from test_harness_vm import REPO, leftovers, run_tag  # noqa: F401 (a fixture)
 
@@ -56,6 +57,12 @@ def test_goals_are_ratios_of_the_run_met_or_not():
     text = bench.table(records() + bench.goals(records()))
     assert "NOT met io_uring QD32 4K ops/s vs libaio QD32" in text
     assert "met     libaio QD32 4K ops/s vs POSIX AIO QD32: 10.00" in text
+
+
+def test_copy_ceilings_are_rates():
+    for rate in (perf.memcpy_rate(4 << 20, reps=1), perf.model_copy_rate(4 << 20, reps=1),
+                 perf.model_fifo_rate(4 << 20, reps=1)):
+        assert 0 < rate < 1e7            # MB/s: more than nothing, less than 10 TB/s
 
 
 @pytest.mark.vm
