@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,3 +24,13 @@ def kernel(request) -> str:
 
 def pytest_report_header(config):
     return f"fifolab guest kernel: {config.getoption('--kernel')}"
+
+
+def _terminated(signum, frame):
+    # SIGTERM (CI's timeout, `kill`) unwinds like Ctrl-C: every `with Lab` and fixture cleans up,
+    # so an interrupted run leaves no run directory behind either.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    signal.signal(signal.SIGTERM, _terminated)

@@ -5,13 +5,13 @@ measurement was made and that its figures agree with each other (bytes, seconds,
 that the JSON, the table and the plot are written, and that nothing is left behind."""
 
 import json
-import sys
 
 import pytest
 
 from device import perf
 from harness import bench
-from test_harness_vm import REPO, leftovers, run_tag  # noqa: F401 (a fixture)
+from cli_run import run_harness
+from test_harness_vm import leftovers, run_tag  # noqa: F401 (a fixture)
 
 
 def io(path, qd, bs, ops, p50=100.0, irqs_per_req=0.5):
@@ -67,11 +67,9 @@ def test_copy_ceilings_are_rates():
 
 @pytest.mark.vm
 def test_bench_quick_measures_every_path(tmp_path, kernel, run_tag):  # noqa: F811
-    import subprocess
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    res = subprocess.run([sys.executable, "-m", "harness", "bench", "--quick", "--kernel", kernel,
-                          "--json", str(out), "--plot", str(png)],
-                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    res = run_harness("bench", "--quick", "--kernel", kernel, "--json", str(out),
+                      "--plot", str(png), timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     recs = json.loads(out.read_text())
     plan = bench.Plan.quick()

@@ -3,13 +3,13 @@
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from cli_run import run_harness
 from test_harness_vm import leftovers, run_tag  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.vm
@@ -24,8 +24,7 @@ def labdir(tmp_path, kernel, run_tag):
     def run(*args, timeout=600):
         if args[0] in ("up", "check", "exec"):
             args = (args[0], "--kernel", kernel, *args[1:])
-        return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return run_harness(*args, env=env, timeout=timeout)
     yield run
     run("down")
 

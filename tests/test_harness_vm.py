@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_run import run_harness
 from harness.kmsg import KernelLogError
 from harness.lab import Lab, LabConfig, LabError
 
@@ -57,8 +58,7 @@ def _kernel_for_cli(kernel):
 def fifolab(*args, **kw):
     if args and args[0] in ("exec", "check", "shell"):
         args = (args[0], "--kernel", KERNEL, *args[1:])
-    return subprocess.run([sys.executable, "-m", "harness", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, **kw)
+    return run_harness(*args, **kw)
 
 
 def test_exec_hello_and_nothing_left(run_tag):
