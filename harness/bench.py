@@ -50,8 +50,9 @@ NOTIFY_MODES = ("sigio", "epoll", "read")
 STREAM_FIFO = 4 << 20
 STREAM_PATHS = (("sync", 1), ("libaio", 8), ("libaio", 32), ("io_uring", 8), ("io_uring", 32))
 # Debian's kernel leaves transparent huge pages off; fifobench madvises its buffers for them.
-GUEST_SETUP = ("echo madvise > /sys/kernel/mm/transparent_hugepage/enabled && "
-               "echo madvise > /sys/kernel/mm/transparent_hugepage/defrag")
+# (The debug kernel has no THP at all: then there is nothing to turn on.)
+GUEST_SETUP = ("thp=/sys/kernel/mm/transparent_hugepage; if [ -d $thp ]; then "
+               "echo madvise > $thp/enabled && echo madvise > $thp/defrag; fi")
 IO_DEV, WIRED_DEV = 0, 1
 READY_MARK = b"fifolab-init: driver loaded"
 FLOOR_MARK = b"fifolab-floor: userspace"
