@@ -158,7 +158,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
         return terminal.bridge(Path(state["run_dir"]) / "shell.sock")
     print("fifolab shell: booting; leave with `poweroff -f` or Ctrl-a x", file=sys.stderr)
     with Lab(_config(args, shell=True)) as lab:
-        return lab.wait_exit()
+        status = lab.wait_exit()
+        lab.kmsg.check()            # a BUG or WARNING during the session fails it too
+        return status
 
 
 def cmd_up(args: argparse.Namespace) -> int:

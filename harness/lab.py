@@ -307,6 +307,11 @@ class Lab:
         self.ram_path.unlink(missing_ok=True)
 
     def _post_launch(self) -> None:
+        if self.cfg.shell:
+            # The user's session on this terminal: it may end (poweroff -f) before the guest
+            # agent would even answer, and it needs no agent.  QEMU exiting is the user leaving.
+            self._expect_exit = True
+            return
         self._run(self._connect_qga())
         self.boot_seconds = time.monotonic() - self._t_launch
         self.check_alive()
