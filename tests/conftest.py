@@ -34,3 +34,15 @@ def _terminated(signum, frame):
 
 def pytest_configure(config):
     signal.signal(signal.SIGTERM, _terminated)
+
+
+MODEL_RAM = 64 << 20        # the RAM file of the device-model CLI tests (RAM in those modules)
+
+
+@pytest.fixture
+def ram_file(tmp_path):
+    """A guest RAM file for a `python -m device` under test: MODEL_RAM bytes, sparse."""
+    path = tmp_path / "ram"
+    with open(path, "wb") as f:
+        f.truncate(MODEL_RAM)
+    return str(path)

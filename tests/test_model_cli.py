@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MODEL_RAM
 from device import regs
 from device.cli import parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
-RAM = 64 << 20
+RAM = MODEL_RAM          # the size of the ram_file fixture (conftest.py)
 
 
 @contextmanager
@@ -41,14 +42,6 @@ def model(*args: str):
 def wait_ready(proc, timeout=10.0) -> str:
     assert select.select([proc.stdout], [], [], timeout)[0], "no READY in time"
     return proc.stdout.readline()
-
-
-@pytest.fixture
-def ram_file(tmp_path):
-    path = tmp_path / "ram"
-    with open(path, "wb") as f:
-        f.truncate(RAM)
-    return str(path)
 
 
 def test_ready_serve_and_sigterm(tmp_path, ram_file):

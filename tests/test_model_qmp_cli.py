@@ -16,21 +16,14 @@ import pytest
 from qemu.qmp import ExecuteError, QMPClient
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from conftest import MODEL_RAM
 from device import regs
 from model_driver import RemoteDriver, Used
 from test_model_cli import ROOT, model, wait_ready
 from test_model_ivshmem import FakeQemu, readable
 
 TX, RX = regs.QUEUE_TX, regs.QUEUE_RX
-RAM = 64 << 20
-
-
-@pytest.fixture
-def ram_file(tmp_path):
-    path = tmp_path / "ram"
-    with open(path, "wb") as f:
-        f.truncate(RAM)
-    return str(path)
+RAM = MODEL_RAM          # the size of the ram_file fixture (conftest.py)
 
 
 def stop(proc) -> str:

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from conftest import MODEL_RAM
 from device import regs
 from model_driver import RemoteDriver, Used, sha, split
 from test_model_cli import model, wait_ready
@@ -23,7 +24,7 @@ from test_model_ivshmem import FakeQemu
 TX, RX = regs.QUEUE_TX, regs.QUEUE_RX
 DEPTH = 64 << 10
 STREAM = 1 << 20
-RAM = 64 << 20
+RAM = MODEL_RAM          # the size of the ram_file fixture (conftest.py)
 
 
 class WireClient:
@@ -78,14 +79,6 @@ class WireClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def ram_file(tmp_path):
-    path = tmp_path / "ram"
-    with open(path, "wb") as f:
-        f.truncate(RAM)
-    return str(path)
 
 
 @pytest.fixture
