@@ -136,6 +136,8 @@ _STATUS_OF_ERR = {
 _DONE_CAUSE = {regs.QUEUE_TX: regs.INT_TX_DONE, regs.QUEUE_RX: regs.INT_RX_DONE}
 _QUEUE_NAME = {regs.QUEUE_TX: "TX", regs.QUEUE_RX: "RX"}
 _QNAME = {regs.QUEUE_TX: "tx", regs.QUEUE_RX: "rx"}      # in faults and events
+# the causes vector 0 carries (coalescing off sends it per used entry instead)
+_QUEUE_VECTOR_CAUSES = sum(bit for bit, v in regs.INT_VECTOR_OF.items() if v == regs.VEC_QUEUE)
 HOSTILE_LONG_EXTRA = 4096       # a "long" hostile completion reports this many bytes too many
 _STATS = (regs.REG_STAT_TX_BYTES, regs.REG_STAT_RX_BYTES, regs.REG_STAT_IRQS,
           regs.REG_STAT_DOORBELLS, regs.REG_STAT_COMPLETIONS)
@@ -508,7 +510,7 @@ class FifoDevice:
             return False
         tx, rx = self._pending[regs.QUEUE_TX], self._pending[regs.QUEUE_RX]
         progress = False
-        while tx and rx and self._cut_ok(tx[0]) and not (rx[0].nowait or rx[0].corrupt):
+        while tx and rx and self._cut_ok(tx[0]) and self._cut_ok(rx[0]):
             r = rx.popleft()
             got = 0
             for dst in r.segs:                      # fill r from successive writers
@@ -866,8 +868,9 @@ class FifoDevice:
     # ---- moving data ----
 
     @staticmethod
-    def _cut_ok(t: Request) -> bool:
-        return not (t.flips or t.nowait)
+    def _cut_ok(r: Request) -> bool:
+        """May ``r`` move by cut-through?  Not with NOWAIT or a corrupt fault attached."""
+        return not (r.nowait or r.flips or r.corrupt is not None)
 
     def _pump_tx(self) -> bool:
         """Move TX heads into the FIFO; True if anything moved or completed."""
@@ -949,8 +952,7 @@ class FifoDevice:
             # flipped again: that would withdraw it); the queue vector went per used entry
             send = causes & enable & regs.INT_ALL
             if self._entry_msgs:
-                send &= ~(regs.INT_RX_DONE | regs.INT_TX_DONE | regs.INT_DATA_AVAIL
-                          | regs.INT_SPACE_AVAIL)
+                send &= ~_QUEUE_VECTOR_CAUSES
         if new:
             self._int_raised ^= new
             self._w32(regs.REG_INT_RAISED, self._int_raised)
