@@ -152,6 +152,7 @@
 #include <linux/io.h>
 #include <linux/iopoll.h>
 #include <linux/kernel.h>
+#include <linux/limits.h>
 #include <linux/list.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -162,22 +163,24 @@
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/uaccess.h>
 #include <linux/uio.h>
 #include <linux/wait.h>
 #include <linux/wait_bit.h>
 #include <linux/workqueue.h>
 
+#include <asm/ioctls.h>
+
 #include "fifolab_hw.h"
+#include "fifolab.h"
 
 #define DRV_NAME		"fifolab"
 #define FIFOLAB_MAX_DEVICES	64
-#define FIFOLAB_MAX_REQ		SZ_1M		/* bytes per request */
+/* bytes a blocking write pins at a time; an async one pins all it has */
+#define FIFOLAB_SYNC_PIN	SZ_4M
+/* bytes in one window (a used entry's len is a u32) */
+#define FIFOLAB_MAX_WINDOW	SZ_1G
 #define FIFOLAB_HW_TIMEOUT_US	USEC_PER_SEC	/* reset, enable (datasheet 3) */
-
-/* causes after which poll() may answer differently */
-#define FIFOLAB_INT_POLL	(FIFOLAB_INT_RX_DONE | FIFOLAB_INT_TX_DONE | \
-				 FIFOLAB_INT_DATA_AVAIL | \
-				 FIFOLAB_INT_SPACE_AVAIL | FIFOLAB_INT_ERROR)
 
 static unsigned int cancel_timeout_ms = 2000;
 module_param(cancel_timeout_ms, uint, 0644);
@@ -212,6 +215,9 @@ static DEFINE_IDA(fifolab_minors);
 enum fifolab_req_state {
 	FIFOLAB_REQ_NEW,	/* owner's; nothing posted */
 	FIFOLAB_REQ_POSTED,	/* device's; in queue->inflight[head] */
+	FIFOLAB_REQ_PARKED,	/* between windows, waiting for descriptors:
+				 * on queue->parked, nothing posted
+				 */
 	FIFOLAB_REQ_DONE,	/* owner's again; moved/err are final */
 	FIFOLAB_REQ_ORPHANED,	/* posted, owner gone; freed on completion */
 };
@@ -245,45 +251,54 @@ struct fifolab_aio_stats {
 };
 
 struct fifolab_queue;
+struct fifolab_file;
 
+/*
+ * One read or write: the user pages of an iov_iter (every segment, up to a
+ * byte limit), pinned and DMA-mapped as one scatterlist.  The device sees
+ * it as one or more windows of at most max_segs segments, posted one after
+ * the other: a window that comes back full is followed by the next (RX: as
+ * a NOWAIT request, so that a read takes only what is there), until all
+ * moved, or a window comes back short, failed or cancelled.
+ */
 struct fifolab_req {
 	struct fifolab_queue *q;	/* const */
-	size_t len;			/* const: bytes asked for */
-	bool nowait;			/* const: FIFOLAB_DESC_F_NOWAIT */
+	size_t len;			/* const: bytes pinned, all windows */
+	bool nowait;			/* const: every window FIFOLAB_DESC_F_NOWAIT */
 	unsigned int npages;		/* const */
-	struct sg_table sgt;		/* const once mapped */
+	struct page **pages;		/* const: npages pinned pages */
+	struct sg_append_table sga;	/* const once mapped */
 
 	/* P: q->lock */
 	enum fifolab_req_state state;	/* DONE also read with acquire */
+	struct scatterlist *win;	/* first segment of the current window */
+	struct scatterlist *win_end;	/* the segment after it (or NULL) */
+	unsigned int win_left;		/* mapped segments from @win on */
+	unsigned int win_nents;		/* segments in the current window */
+	u32 win_len;			/* bytes in the current window */
 	u16 head;			/* first descriptor, while POSTED */
 	u16 tail;			/* last descriptor, while POSTED */
-	u16 ndesc;
 	u16 head_flags;			/* what we wrote in the head */
-	bool cancelled;			/* FIFOLAB_DESC_F_CANCEL set on the head */
-	bool keep_pinned;		/* device never quiesced: leak pages */
+	bool cancelled;			/* cancel asked: no further window */
 	int fail;			/* sync: recovery gave up on it (-errno);
 					 * the owner orphans it (fifolab_req_wait())
 					 */
 	int cancel_err;			/* async: why cancelled (-ECANCELED...) */
 	struct list_head node;		/* on q->orphans, or async: q->aios
-					 * while POSTED, q->aio_done when DONE
+					 * until DONE, then q->aio_done
 					 */
+	struct list_head park;		/* on q->parked while PARKED */
 
-	/* written once by fifolab_complete() before state = DONE */
-	u32 moved;			/* bytes the device moved */
-	int err;			/* 0, -EIO or -ENODEV */
+	/* written by fifolab_finish_locked() before state = DONE */
+	size_t moved;			/* bytes moved by every window */
+	int err;			/* 0, -EIO, -ETIMEDOUT or -ENODEV */
 	bool aborted;			/* the device said CANCELLED */
 
 	/* async requests only (iocb != NULL); const once posted */
 	struct kiocb *iocb;		/* completed by fifolab_aio_finish() */
-	struct file *filp;		/* the file it was submitted on */
-	fl_owner_t owner;		/* submitter's files: a cookie, never
-					 * dereferenced (see fifolab_flush())
-					 */
+	struct fifolab_file *ff;	/* the open file it was submitted on */
 	unsigned long deadline;		/* jiffies, if @timed */
 	bool timed;			/* async_timeout_ms was set at submit */
-
-	struct page *pages[];		/* const: npages pinned pages */
 };
 
 struct fifolab_queue_stats {
@@ -298,8 +313,7 @@ struct fifolab_queue {
 	/* const after probe */
 	struct fifolab_dev *fdev;
 	unsigned int qid;		/* FIFOLAB_QUEUE_TX or _RX */
-	size_t max_req;			/* bytes per request */
-	unsigned int max_segs;		/* descriptors per request */
+	unsigned int max_segs;		/* descriptors per window */
 	struct fifolab_desc *desc;	/* BAR2: descriptor table */
 	__le16 *avail;			/* BAR2: avail ring */
 	struct fifolab_used *used;	/* BAR2: used ring */
@@ -325,6 +339,7 @@ struct fifolab_queue {
 	struct list_head orphans;	/* ORPHANED requests the device completed */
 	struct list_head aios;		/* POSTED async requests, oldest first */
 	struct list_head aio_done;	/* DONE async requests for done_work */
+	struct list_head parked;	/* PARKED requests, oldest first */
 	struct fifolab_queue_stats stats;
 };
 
@@ -371,6 +386,7 @@ struct fifolab_dev {
 	struct delayed_work recover_work;
 	u32 recover_count;		/* RESET_COUNT before our reset */
 	bool recover_waiting;		/* reset asked; the device is silent */
+	bool recover_report;		/* P: irq_lock; a fault, not a CLEAR */
 
 	/* watchdog (fifolab_watch_work(); its fields are its own) */
 	struct delayed_work watch_work;
@@ -385,10 +401,24 @@ struct fifolab_dev {
 	atomic64_t lost_irqs;		/* the watchdog found causes pending */
 	atomic64_t spurious_irqs;	/* messages with no cause pending */
 
+	/*
+	 * Errors reported once to each open file (the errseq_t pattern of
+	 * filemap_check_wb_err()): a device error bumps @err_gen; a file has
+	 * one pending while its err_seen differs (fifolab_err_take()).
+	 */
+	atomic_t err_gen;
+	atomic64_t clears;		/* FIFOLAB_IOC_CLEAR resets */
+
 	wait_queue_head_t poll_wq;	/* poll(): levels, errors, removal */
 	struct fasync_struct *fasync;	/* SIGIO listeners (fasync_helper) */
 	atomic64_t sigio_sent;		/* kill_fasync() calls with listeners */
 	struct fifolab_aio_stats aio;
+};
+
+/* One open file (file->private_data). */
+struct fifolab_file {
+	struct fifolab_dev *fdev;	/* const; the cdev reference keeps it */
+	unsigned int err_seen;		/* fdev->err_gen last reported here */
 };
 
 /* ---------------------------------------------------------------- BAR2 */
@@ -443,73 +473,170 @@ static void fifolab_put_req(struct fifolab_dev *fdev)
 		wake_up_var(&fdev->nr_reqs);
 }
 
+/* The current user segment of @it, at most @max bytes (@it->count > 0). */
+static void __user *fifolab_iter_seg(struct iov_iter *it, size_t max,
+				     size_t *len)
+{
+	struct iovec iov;
+
+	if (iter_is_ubuf(it)) {
+		*len = min(iov_iter_count(it), max);
+		return it->ubuf + it->iov_offset;
+	}
+	iov_iter_advance(it, 0);	/* skip empty iovecs */
+	iov = iov_iter_iovec(it);
+	*len = min(iov.iov_len, max);
+	return iov.iov_base;
+}
+
+/* Pages spanned by @len bytes at @ubuf. */
+static unsigned int fifolab_npages(void __user *ubuf, size_t len)
+{
+	return DIV_ROUND_UP(offset_in_page(ubuf) + len, PAGE_SIZE);
+}
+
 /*
- * Pin @len bytes at @ubuf and map them for DMA.  Bad user memory (unmapped,
- * or read-only for a read) fails with -EFAULT before anything is posted.
+ * Add @len bytes at @off of @n pinned pages to the scatterlist being built
+ * (*@sg: its last entry, NULL before the first): physically contiguous
+ * bytes extend the last entry up to @max_seg, so that a huge page becomes
+ * one descriptor.  (sg_alloc_append_table_from_pages() takes only
+ * page-aligned additions after the first; an iovec may start anywhere.)
+ */
+static void fifolab_sg_add(struct sg_table *sgt, struct scatterlist **sg,
+			   struct page **pages, unsigned int n,
+			   unsigned int off, size_t len, unsigned int max_seg)
+{
+	unsigned int i;
+
+	for (i = 0; i < n; i++, off = 0) {
+		unsigned int chunk = min_t(size_t, len, PAGE_SIZE - off);
+		struct scatterlist *last = *sg;
+
+		if (last && last->length + chunk <= max_seg &&
+		    page_to_phys(sg_page(last)) + last->offset + last->length ==
+		    page_to_phys(pages[i]) + off) {
+			last->length += chunk;
+		} else {
+			*sg = last ? sg_next(last) : sgt->sgl;
+			sg_set_page(*sg, pages[i], chunk, off);
+			sgt->nents++;
+		}
+		len -= chunk;
+	}
+}
+
+/* Undo the pinning and mapping of fifolab_req_alloc(); frees nothing else. */
+static void fifolab_req_unpin(struct fifolab_req *req, unsigned int pinned,
+			      bool mapped, bool dirty)
+{
+	struct fifolab_queue *q = req->q;
+
+	if (mapped)
+		dma_unmap_sgtable(&q->fdev->pdev->dev, &req->sga.sgt,
+				  fifolab_dir(q), 0);
+	/* frees all total_nents entries, however few were used */
+	sg_free_append_table(&req->sga);
+	unpin_user_pages_dirty_lock(req->pages, pinned, dirty);
+}
+
+/*
+ * Pin the next bytes of @it -- every segment in turn, at most @max bytes --
+ * and map them for DMA as one scatterlist.  @it is not advanced: the caller
+ * advances it by what moved.  Bad user memory (unmapped, or read-only for a
+ * read) fails with -EFAULT before anything is posted.  @nowait: the caller
+ * must not sleep (IOCB_NOWAIT), so neither do our allocations.
  */
 static struct fifolab_req *fifolab_req_alloc(struct fifolab_queue *q,
-					     void __user *ubuf, size_t len,
-					     bool nowait)
+					     const struct iov_iter *it,
+					     size_t max, bool nowait)
 {
 	struct fifolab_dev *fdev = q->fdev;
 	struct device *dma_dev = &fdev->pdev->dev;
-	unsigned long start = (unsigned long)ubuf;
-	unsigned int offset = offset_in_page(start);
-	unsigned int npages = DIV_ROUND_UP(offset + len, PAGE_SIZE);
 	bool rx = q->qid == FIFOLAB_QUEUE_RX;
+	gfp_t gfp = nowait ? GFP_NOWAIT : GFP_KERNEL;
+	/* a request that may wait indefinitely pins for the long term */
+	unsigned int gup = (rx ? FOLL_WRITE : 0) | (nowait ? 0 : FOLL_LONGTERM);
+	unsigned int npages = 0, pinned = 0;
+	struct iov_iter walk = *it;	/* a copy to walk: @it stays */
+	struct scatterlist *sg = NULL;
 	struct fifolab_req *req;
-	int pinned, ret;
+	size_t len = 0, done, slen;
+	void __user *ubuf;
+	int ret;
 
-	req = kzalloc(struct_size(req, pages, npages), GFP_KERNEL);
+	/* how many bytes and pages */
+	while (iov_iter_count(&walk) && len < max) {
+		ubuf = fifolab_iter_seg(&walk, max - len, &slen);
+		npages += fifolab_npages(ubuf, slen);
+		len += slen;
+		iov_iter_advance(&walk, slen);
+	}
+
+	req = kzalloc(sizeof(*req), gfp);
 	if (!req)
-		return ERR_PTR(-ENOMEM);
+		return ERR_PTR(nowait ? -EAGAIN : -ENOMEM);
+	req->pages = kvmalloc_array(npages, sizeof(*req->pages), gfp);
+	if (!req->pages) {
+		ret = nowait ? -EAGAIN : -ENOMEM;
+		goto err_free_req;
+	}
 	req->q = q;
 	req->len = len;
 	req->nowait = nowait;
 	req->npages = npages;
 	req->state = FIFOLAB_REQ_NEW;
 	INIT_LIST_HEAD(&req->node);
+	INIT_LIST_HEAD(&req->park);
 
 	if (!fifolab_get_req(fdev)) {
 		ret = -ENODEV;
-		goto err_free_req;
+		goto err_free_pages;
 	}
-
-	pinned = pin_user_pages_fast(start & PAGE_MASK, npages,
-				     rx ? FOLL_WRITE : 0, req->pages);
-	if (pinned != npages) {
-		if (pinned > 0)
-			unpin_user_pages(req->pages, pinned);
-		ret = pinned < 0 ? pinned : -EFAULT;
+	/* one entry per page at most; the entries used are counted in nents */
+	ret = sg_alloc_table(&req->sga.sgt, npages, gfp);
+	if (ret) {
+		ret = nowait ? -EAGAIN : ret;
 		goto err_put_req;
 	}
+	req->sga.total_nents = npages;
+	req->sga.sgt.nents = 0;
 
-	ret = sg_alloc_table_from_pages_segment(&req->sgt, req->pages, npages,
-						offset, len,
-						dma_get_max_seg_size(dma_dev),
-						GFP_KERNEL);
+	walk = *it;
+	for (done = 0; done < len; done += slen) {
+		unsigned int n;
+
+		ubuf = fifolab_iter_seg(&walk, len - done, &slen);
+		n = fifolab_npages(ubuf, slen);
+		ret = pin_user_pages_fast((unsigned long)ubuf & PAGE_MASK, n,
+					  gup, req->pages + pinned);
+		if (ret != n) {
+			if (ret > 0)
+				unpin_user_pages(req->pages + pinned, ret);
+			ret = ret < 0 ? ret : -EFAULT;
+			goto err_unpin;
+		}
+		fifolab_sg_add(&req->sga.sgt, &sg, req->pages + pinned, n,
+			       offset_in_page(ubuf), slen,
+			       dma_get_max_seg_size(dma_dev));
+		pinned += n;
+		iov_iter_advance(&walk, slen);
+	}
+	sg_mark_end(sg);
+	req->sga.sgt.orig_nents = req->sga.sgt.nents;
+
+	ret = dma_map_sgtable(dma_dev, &req->sga.sgt, fifolab_dir(q), 0);
 	if (ret)
 		goto err_unpin;
-
-	ret = dma_map_sgtable(dma_dev, &req->sgt, fifolab_dir(q), 0);
-	if (ret)
-		goto err_free_sgt;
-
-	/* at most one segment per page, and max_req keeps pages <= max_segs */
-	if (WARN_ON_ONCE(req->sgt.nents > q->max_segs)) {
-		ret = -EINVAL;
-		goto err_unmap;
-	}
+	req->win = req->sga.sgt.sgl;
+	req->win_left = req->sga.sgt.nents;
 	return req;
 
-err_unmap:
-	dma_unmap_sgtable(dma_dev, &req->sgt, fifolab_dir(q), 0);
-err_free_sgt:
-	sg_free_table(&req->sgt);
 err_unpin:
-	unpin_user_pages(req->pages, npages);
+	fifolab_req_unpin(req, pinned, false, false);
 err_put_req:
 	fifolab_put_req(fdev);
+err_free_pages:
+	kvfree(req->pages);
 err_free_req:
 	kfree(req);
 	return ERR_PTR(ret);
@@ -518,40 +645,73 @@ err_free_req:
 /* Undo fifolab_req_alloc().  Process context: unpinning may sleep. */
 static void fifolab_req_free(struct fifolab_req *req)
 {
-	struct fifolab_queue *q = req->q;
-	struct fifolab_dev *fdev = q->fdev;
+	struct fifolab_dev *fdev = req->q->fdev;
 
-	if (req->keep_pinned) {
-		/* the device never confirmed it let go: leak, do not unpin */
-		fifolab_put_req(fdev);
-		return;
-	}
-	dma_unmap_sgtable(&fdev->pdev->dev, &req->sgt, fifolab_dir(q), 0);
-	sg_free_table(&req->sgt);
-	unpin_user_pages_dirty_lock(req->pages, req->npages,
-				    q->qid == FIFOLAB_QUEUE_RX && req->moved);
+	fifolab_req_unpin(req, req->npages, true,
+			  req->q->qid == FIFOLAB_QUEUE_RX && req->moved);
+	kvfree(req->pages);
 	kfree(req);
 	fifolab_put_req(fdev);		/* last: remove() may be waiting */
 }
 
 /*
- * A used entry (or remove()) ends a posted request: give its descriptors
- * back and hand the request to its owner.  Nothing here sleeps; after the
- * store-release of DONE the request is the owner's and may be freed at once.
+ * Cut the next window from the mapped segments: at most max_segs of them
+ * and FIFOLAB_MAX_WINDOW bytes (the first segment always fits: a segment
+ * is at most dma_get_max_seg_size(), < 4 GiB).
  */
-static void fifolab_complete(struct fifolab_queue *q, struct fifolab_req *req,
-			     u32 moved, int err)
+static void fifolab_window(struct fifolab_queue *q, struct fifolab_req *req)
+{
+	struct scatterlist *sg = req->win;
+	unsigned int n = 0;
+	u64 len = 0;
+
+	while (n < req->win_left && n < q->max_segs &&
+	       (!n || len + sg_dma_len(sg) <= FIFOLAB_MAX_WINDOW)) {
+		len += sg_dma_len(sg);
+		n++;
+		sg = sg_next(sg);
+	}
+	req->win_nents = n;
+	req->win_len = len;
+	req->win_end = sg;
+}
+
+static bool fifolab_req_done(struct fifolab_req *req)
+{
+	/* DONE before moved/err; pairs with fifolab_finish_locked() */
+	return smp_load_acquire(&req->state) == FIFOLAB_REQ_DONE;
+}
+
+/* Jiffies from now until @deadline, 0 if it has passed. */
+static unsigned long fifolab_until(unsigned long deadline)
+{
+	unsigned long now = jiffies;
+
+	return time_after(deadline, now) ? deadline - now : 0;
+}
+
+/* Bring the async timeout forward to @deadline; never push it back. */
+static void fifolab_timeout_arm(struct fifolab_dev *fdev,
+				unsigned long deadline)
+{
+	struct delayed_work *dw = &fdev->timeout_work;
+
+	if (!delayed_work_pending(dw) ||
+	    time_before(deadline, READ_ONCE(dw->timer.expires)))
+		mod_delayed_work(system_wq, dw, fifolab_until(deadline));
+}
+
+/*
+ * The request is over (all moved, a window came back short, failed or
+ * cancelled, or the queue stopped): hand it to its owner.  Nothing here
+ * sleeps; after the store-release of DONE a sync request is its owner's
+ * and may be freed at once.
+ */
+static void fifolab_finish_locked(struct fifolab_queue *q,
+				  struct fifolab_req *req, int err)
 {
 	lockdep_assert_held(&q->lock);
 
-	q->next[req->tail] = q->free_head;
-	q->free_head = req->head;
-	q->num_free += req->ndesc;
-	q->inflight[req->head] = NULL;
-	q->num_inflight--;
-	q->stats.bytes += moved;
-
-	req->moved = moved;
 	req->err = err;
 	if (req->state == FIFOLAB_REQ_ORPHANED) {
 		list_add_tail(&req->node, &q->orphans);
@@ -565,25 +725,93 @@ static void fifolab_complete(struct fifolab_queue *q, struct fifolab_req *req,
 	}
 }
 
-static bool fifolab_req_done(struct fifolab_req *req)
+/* Finish a PARKED request as it stands (its windows so far moved). */
+static void fifolab_unpark_locked(struct fifolab_queue *q,
+				  struct fifolab_req *req, int err)
 {
-	/* DONE before moved/err; pairs with fifolab_complete() */
-	return smp_load_acquire(&req->state) == FIFOLAB_REQ_DONE;
+	list_del_init(&req->park);
+	req->state = FIFOLAB_REQ_NEW;
+	fifolab_finish_locked(q, req, err);
 }
 
-/* Jiffies from now until @deadline, 0 if it has passed. */
-static unsigned long fifolab_until(unsigned long deadline)
+/* Finish every PARKED request: the queue stopped (@err) or is gone. */
+static bool fifolab_unpark_all_locked(struct fifolab_queue *q, int err)
 {
-	unsigned long now = jiffies;
+	struct fifolab_req *req, *tmp;
+	bool any = false;
 
-	return time_after(deadline, now) ? deadline - now : 0;
+	list_for_each_entry_safe(req, tmp, &q->parked, park) {
+		fifolab_unpark_locked(q, req, req->moved ? 0 : err);
+		any = true;
+	}
+	return any;
 }
 
-/* Write the chain, publish its head and ring (datasheet 4, "Posting"). */
+static void fifolab_post_locked(struct fifolab_queue *q,
+				struct fifolab_req *req);
+
+/*
+ * A used entry (or the recovery, or remove()) ends the posted window of
+ * @req: give its descriptors back, then post the next window or finish.
+ */
+static void fifolab_complete(struct fifolab_queue *q, struct fifolab_req *req,
+			     u32 moved, int err)
+{
+	bool full = !err && !req->aborted && moved == req->win_len;
+
+	lockdep_assert_held(&q->lock);
+
+	q->next[req->tail] = q->free_head;
+	q->free_head = req->head;
+	q->num_free += req->win_nents;
+	q->inflight[req->head] = NULL;
+	q->num_inflight--;
+	q->stats.bytes += moved;
+	req->moved += moved;
+
+	if (full && req->win_left > req->win_nents &&
+	    req->state == FIFOLAB_REQ_POSTED && !req->cancelled &&
+	    !req->cancel_err && !req->fail && !q->stopped && !q->dead) {
+		req->win = req->win_end;
+		req->win_left -= req->win_nents;
+		fifolab_window(q, req);
+		if (list_empty(&q->parked) && q->num_free >= req->win_nents) {
+			fifolab_post_locked(q, req);
+		} else {
+			req->state = FIFOLAB_REQ_PARKED;
+			list_add_tail(&req->park, &q->parked);
+		}
+		return;
+	}
+	/* a count if anything moved; an error stays pending for the file */
+	fifolab_finish_locked(q, req, req->moved ? 0 : err);
+}
+
+/* Post the PARKED requests that the free descriptors allow, oldest first. */
+static void fifolab_post_parked_locked(struct fifolab_queue *q)
+{
+	struct fifolab_req *req;
+
+	while (!q->stopped && !q->dead &&
+	       (req = list_first_entry_or_null(&q->parked, struct fifolab_req,
+					       park)) &&
+	       q->num_free >= req->win_nents) {
+		list_del_init(&req->park);
+		fifolab_post_locked(q, req);
+	}
+}
+
+/*
+ * Write the current window as a chain, publish its head and ring
+ * (datasheet 4, "Posting").  Windows after the first of a read are NOWAIT:
+ * a read takes what the FIFO holds, it does not wait for more.
+ */
 static void fifolab_post_locked(struct fifolab_queue *q,
 				struct fifolab_req *req)
 {
-	unsigned int n = req->sgt.nents;
+	bool nowait = req->nowait || (q->qid == FIFOLAB_QUEUE_RX && req->moved);
+	bool first = req->state == FIFOLAB_REQ_NEW;
+	unsigned int n = req->win_nents;
 	struct scatterlist *sg;
 	u16 idx = q->free_head;
 	unsigned int i;
@@ -591,13 +819,12 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 	lockdep_assert_held(&q->lock);
 
 	req->head = idx;
-	req->ndesc = n;
-	for_each_sgtable_dma_sg(&req->sgt, sg, i) {
+	for_each_sg(req->win, sg, n, i) {
 		struct fifolab_desc *d = &q->desc[idx];
 		bool last = i + 1 == n;
 		u16 flags = last ? 0 : FIFOLAB_DESC_F_NEXT;
 
-		if (i == 0 && req->nowait)
+		if (i == 0 && nowait)
 			flags |= FIFOLAB_DESC_F_NOWAIT;
 		if (i == 0)
 			req->head_flags = flags;
@@ -613,13 +840,12 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 	q->inflight[req->head] = req;
 	q->num_inflight++;
 	req->state = FIFOLAB_REQ_POSTED;
-	if (req->iocb) {
+	if (req->iocb && first) {
 		list_add_tail(&req->node, &q->aios);
 		atomic64_inc(&q->fdev->aio.submitted);
 		/* under q->lock: remove() sets q->dead, then cancels the work */
 		if (req->timed)
-			queue_delayed_work(system_wq, &q->fdev->timeout_work,
-					   fifolab_until(req->deadline));
+			fifolab_timeout_arm(q->fdev, req->deadline);
 	}
 
 	/* lost interrupts, stalls: see fifolab_watch_work() */
@@ -650,28 +876,35 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 	fifolab_ring(q->fdev);
 }
 
+/* Can the first window of @req be posted now? */
+static bool fifolab_can_post(struct fifolab_queue *q, struct fifolab_req *req)
+{
+	return !q->stopped && list_empty(&q->parked) &&
+	       q->num_free >= req->win_nents;
+}
+
 /*
- * Post @req, waiting (interruptibly, if @wait) for enough free descriptors
- * and for a recovery to end.  On failure the request is still NEW.  An
- * async request cancelled before it could be posted fails with its cancel
- * errno; while the device is given up on (stalled), with q->stop_err.
+ * Post @req's first window, waiting (interruptibly, if @wait) for enough
+ * free descriptors and for a recovery to end.  On failure the request is
+ * still NEW.  An async request cancelled before it could be posted fails
+ * with its cancel errno; while the device is given up on (stalled), with
+ * q->stop_err.
  */
 static int fifolab_req_post(struct fifolab_req *req, bool wait)
 {
 	struct fifolab_queue *q = req->q;
-	unsigned int n = req->sgt.nents;
 	int ret = 0;
 
 	spin_lock_irq(&q->lock);
+	fifolab_window(q, req);
 	if (!wait) {
-		if (!q->dead && (q->stopped || q->num_free < n))
+		if (!q->dead && !fifolab_can_post(q, req))
 			ret = q->stop_err ?: -EAGAIN;
 	} else {
 		ret = wait_event_interruptible_lock_irq(q->wq,
 							q->dead || req->cancel_err ||
 							q->stop_err ||
-							(!q->stopped &&
-							 q->num_free >= n),
+							fifolab_can_post(q, req),
 							q->lock);
 	}
 	if (!ret && q->dead)
@@ -687,23 +920,31 @@ static int fifolab_req_post(struct fifolab_req *req, bool wait)
 }
 
 /*
- * Flag a POSTED request's head CANCEL and ring: the device then completes
- * it with status CANCELLED and the bytes already moved.  The head is still
- * ours to write until its used entry appears (we hold q->lock, so it has
- * not been reaped).  Any context; does not sleep.
+ * Stop @req: a POSTED window gets its head flagged CANCEL and a doorbell
+ * (the device then completes it with status CANCELLED and the bytes
+ * already moved; the head is still ours to write until its used entry
+ * appears, and we hold q->lock, so it has not been reaped); a PARKED one
+ * finishes with what its windows moved.  Any context; does not sleep.
+ * Returns true if it finished here.
  */
-static void fifolab_cancel_posted_locked(struct fifolab_queue *q,
-					 struct fifolab_req *req)
+static bool fifolab_cancel_locked(struct fifolab_queue *q,
+				  struct fifolab_req *req)
 {
 	lockdep_assert_held(&q->lock);
 
+	if (req->state == FIFOLAB_REQ_PARKED) {
+		req->cancelled = true;
+		fifolab_unpark_locked(q, req, 0);
+		return true;
+	}
 	if (req->state != FIFOLAB_REQ_POSTED || q->dead || req->cancelled)
-		return;
+		return false;
 	req->cancelled = true;
 	WRITE_ONCE(q->desc[req->head].flags,
 		   cpu_to_le16(req->head_flags | FIFOLAB_DESC_F_CANCEL));
 	fifolab_ring(q->fdev);
 	q->stats.cancels++;
+	return false;
 }
 
 /* Woken for good: DONE, or given up on by the recovery (req->fail). */
@@ -725,12 +966,13 @@ static int fifolab_req_wait(struct fifolab_req *req)
 	struct fifolab_queue *q = req->q;
 	struct fifolab_dev *fdev = q->fdev;
 	int err = 0;
+	u16 head;
 
 	if (!wait_event_interruptible(q->wq, fifolab_req_ended(req)))
 		goto ended;
 
 	spin_lock_irq(&q->lock);
-	fifolab_cancel_posted_locked(q, req);
+	fifolab_cancel_locked(q, req);
 	spin_unlock_irq(&q->lock);
 
 	/* uninterruptible: the pages must not go while the device has them */
@@ -745,6 +987,7 @@ ended:
 		req->state = FIFOLAB_REQ_ORPHANED;
 		err = req->fail ?: -EIO;
 	}
+	head = req->head;	/* ORPHANED: the completion path may free it */
 	spin_unlock_irq(&q->lock);
 	if (!err)
 		return 0;	/* completed under the lock just now */
@@ -753,32 +996,41 @@ ended:
 		dev_err_ratelimited(&fdev->dev,
 				    "%s request (head %u) not returned %u ms after cancel; pages stay pinned until it is\n",
 				    q->qid == FIFOLAB_QUEUE_RX ? "RX" : "TX",
-				    req->head, cancel_timeout_ms);
+				    head, cancel_timeout_ms);
 	return err;
 }
 
-/* What the system call returns for a DONE request. */
-static ssize_t fifolab_req_result(const struct fifolab_req *req)
+/*
+ * What a DONE request gives its caller: the bytes moved if any (as a pipe
+ * does: a signal, a cancel or an error after some bytes ends it with the
+ * count; the error stays pending for the file), else its error.
+ */
+static long fifolab_req_result(const struct fifolab_req *req)
 {
-	if (req->err)
-		return req->err;
 	if (req->moved)
 		return req->moved;
+	if (req->err)
+		return req->err;
+	if (req->cancel_err)
+		return req->cancel_err;	/* async: -ECANCELED, -ETIMEDOUT */
 	if (req->cancelled)
-		return -ERESTARTSYS;
+		return -ERESTARTSYS;	/* sync: a signal */
 	if (req->nowait)
 		return -EAGAIN;
 	return -EIO;	/* a waiting request came back empty: device bug */
 }
 
-/* Move up to @len bytes (at most q->max_req) through queue @q. */
-static ssize_t fifolab_xfer(struct fifolab_queue *q, void __user *ubuf,
-			    size_t len, bool nowait)
+/*
+ * One synchronous request: pin up to @max bytes of @it, post, wait.
+ * Returns the bytes moved or a negative errno; does not advance @it.
+ */
+static ssize_t fifolab_xfer(struct fifolab_queue *q, struct iov_iter *it,
+			    size_t max, bool nowait)
 {
 	struct fifolab_req *req;
 	ssize_t ret;
 
-	req = fifolab_req_alloc(q, ubuf, len, nowait);
+	req = fifolab_req_alloc(q, it, max, nowait);
 	if (IS_ERR(req))
 		return PTR_ERR(req);
 
@@ -791,6 +1043,40 @@ static ssize_t fifolab_xfer(struct fifolab_queue *q, void __user *ubuf,
 	}
 	fifolab_req_free(req);
 	return ret;
+}
+
+/* ------------------------------------------------------- errors, once */
+
+/*
+ * A device error that every open file must hear of once: its next read or
+ * write fails with -EIO (unless it was the caller that got the error),
+ * poll() shows EPOLLERR until then.  Any context.
+ */
+static void fifolab_error(struct fifolab_dev *fdev)
+{
+	atomic_inc(&fdev->err_gen);
+	wake_up_interruptible_poll(&fdev->poll_wq, EPOLLERR);
+}
+
+static bool fifolab_err_pending(struct fifolab_file *ff)
+{
+	return READ_ONCE(ff->err_seen) != (unsigned int)atomic_read(&ff->fdev->err_gen);
+}
+
+/* Take @ff's pending error: true once per error, whoever asks first. */
+static bool fifolab_err_take(struct fifolab_file *ff)
+{
+	unsigned int gen = atomic_read(&ff->fdev->err_gen);
+	unsigned int seen = READ_ONCE(ff->err_seen);
+
+	return seen != gen && cmpxchg(&ff->err_seen, seen, gen) == seen;
+}
+
+/* A caller on @ff got @ret: if it is the device's error, @ff has heard. */
+static void fifolab_err_told(struct fifolab_file *ff, long ret)
+{
+	if (ret == -EIO || ret == -ETIMEDOUT)
+		WRITE_ONCE(ff->err_seen, atomic_read(&ff->fdev->err_gen));
 }
 
 /* ------------------------------------------------------------ interrupt */
@@ -847,11 +1133,11 @@ static bool fifolab_reap(struct fifolab_queue *q, unsigned int *done)
 					     q->qid, id);
 			goto broken;
 		}
-		if (len > req->len) {
+		if (len > req->win_len) {
 			q->stats.bad++;
 			dev_warn_ratelimited(&fdev->dev,
-					     "queue %u: head %u moved %u of %zu bytes\n",
-					     q->qid, id, len, req->len);
+					     "queue %u: head %u moved %u of %u bytes\n",
+					     q->qid, id, len, req->win_len);
 			fifolab_complete(q, req, 0, -EIO);
 			(*done)++;
 			q->last_used++;
@@ -870,6 +1156,8 @@ static bool fifolab_reap(struct fifolab_queue *q, unsigned int *done)
 			dev_err_ratelimited(&fdev->dev,
 					    "queue %u: head %u failed with status %u\n",
 					    q->qid, id, status);
+			/* before the owner can see the request end */
+			fifolab_error(fdev);
 			err = -EIO;
 			len = 0;
 			break;
@@ -898,6 +1186,7 @@ static bool fifolab_queue_irq(struct fifolab_queue *q, bool level_changed)
 
 	spin_lock_irqsave(&q->lock, flags);
 	ok = fifolab_reap(q, &done);
+	fifolab_post_parked_locked(q);
 	work = !list_empty(&q->orphans) || !list_empty(&q->aio_done);
 	spin_unlock_irqrestore(&q->lock, flags);
 
@@ -920,37 +1209,48 @@ static void fifolab_notify(struct fifolab_dev *fdev, int band)
 
 /*
  * The device can no longer be trusted to finish what it holds: it reset
- * itself (@err -EIO), broke a rule (-EIO) or stalled (-ETIMEDOUT).  Stop
- * both queues and let fifolab_recover_work() reset it, fail what was in
- * flight with @err and bring it up again.  Any context; the first reason
- * wins until the recovery is over.
+ * itself (@err -EIO), broke a rule (-EIO) or stalled (-ETIMEDOUT) -- or
+ * FIFOLAB_IOC_CLEAR asks for a reset (-ECANCELED, !@report).  Stop both
+ * queues and let fifolab_recover_work() reset it, fail what was in flight
+ * with @err and bring it up again.  A fault (@report) is an error every
+ * open file hears of once: the reset lost whatever the FIFO held.  Any
+ * context; the first reason wins until the recovery is over.  Returns
+ * whether this call started the recovery.
  */
-static void fifolab_recover(struct fifolab_dev *fdev, int err)
+static bool fifolab_recover(struct fifolab_dev *fdev, int err, bool report)
 {
 	unsigned long flags;
 	unsigned int i;
-	bool start;
+	bool start, kick = false;
 
 	spin_lock_irqsave(&fdev->irq_lock, flags);
 	start = fdev->hw_state == FIFOLAB_HW_RUNNING;
 	if (start) {
 		fdev->hw_state = FIFOLAB_HW_RECOVERING;
 		fdev->recover_err = err;
+		fdev->recover_report = report;
 	}
 	spin_unlock_irqrestore(&fdev->irq_lock, flags);
 	if (!start)
-		return;
+		return false;
 
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
 		struct fifolab_queue *q = &fdev->queue[i];
 
 		spin_lock_irqsave(&q->lock, flags);
 		q->stopped = true;
+		kick |= fifolab_unpark_all_locked(q, err);
 		spin_unlock_irqrestore(&q->lock, flags);
+		wake_up_all(&q->wq);
 	}
+	if (kick)
+		schedule_work(&fdev->done_work);
 	mod_delayed_work(system_wq, &fdev->recover_work, 0);
-	wake_up_interruptible(&fdev->poll_wq);		/* EPOLLERR */
-	fifolab_notify(fdev, POLL_ERR);
+	if (report) {
+		fifolab_error(fdev);
+		fifolab_notify(fdev, POLL_ERR);
+	}
+	return true;
 }
 
 /*
@@ -991,7 +1291,7 @@ static u32 fifolab_handle(struct fifolab_dev *fdev, bool from_irq)
 		dev_warn_ratelimited(&fdev->dev,
 				     "device reset itself (status %#x): recovering\n",
 				     status);
-		fifolab_recover(fdev, -EIO);
+		fifolab_recover(fdev, -EIO, true);
 		return causes;
 	}
 
@@ -1001,11 +1301,15 @@ static u32 fifolab_handle(struct fifolab_dev *fdev, bool from_irq)
 	ok &= fifolab_queue_irq(&fdev->queue[FIFOLAB_QUEUE_RX],
 				causes & FIFOLAB_INT_DATA_AVAIL);
 	if (!ok)
-		fifolab_recover(fdev, -EIO);
+		fifolab_recover(fdev, -EIO, true);
 
-	/* what poll() reports may have changed: levels, completions, error */
-	if (causes & FIFOLAB_INT_POLL)
-		wake_up_interruptible(&fdev->poll_wq);
+	/* what poll() reports may have changed (errors: fifolab_error()) */
+	if (causes & (FIFOLAB_INT_DATA_AVAIL | FIFOLAB_INT_SPACE_AVAIL))
+		wake_up_interruptible_poll(&fdev->poll_wq,
+					   (causes & FIFOLAB_INT_DATA_AVAIL ?
+					    EPOLLIN | EPOLLRDNORM : 0) |
+					   (causes & FIFOLAB_INT_SPACE_AVAIL ?
+					    EPOLLOUT | EPOLLWRNORM : 0));
 	if (causes & FIFOLAB_INT_DATA_AVAIL)
 		fifolab_notify(fdev, POLL_IN);
 	if (causes & FIFOLAB_INT_SPACE_AVAIL)
@@ -1030,24 +1334,31 @@ static irqreturn_t fifolab_irq(int irq, void *data)
 	return IRQ_HANDLED;
 }
 
+/* Someone waits for a readiness change: a poller, an epoll, a SIGIO owner. */
+static bool fifolab_listened(struct fifolab_dev *fdev)
+{
+	return wq_has_sleeper(&fdev->poll_wq) || READ_ONCE(fdev->fasync);
+}
+
 /*
  * The watchdog: runs every completion_timeout_ms while requests are in
- * flight (fifolab_post_locked() arms it; it re-arms itself while any
- * remain).
+ * flight (fifolab_post_locked() arms it) or someone listens for readiness
+ * (poll(), fasync arm it); it re-arms itself while either lasts.
  *
  * Lost interrupts (datasheet 7): a message may never come although its
  * cause flipped in INT_RAISED; the cause then stays pending and the device
  * raises it no more.  So each run acks and handles what is pending, as the
- * interrupt handler would: nothing is lost, and since reaping is idempotent
- * under q->lock nothing is completed twice.  Causes found pending here are
- * counted in sysfs lost_irqs.
+ * interrupt handler would: nothing is lost -- neither a completion nor the
+ * DATA_AVAIL/SPACE_AVAIL a poller with no request in flight waits for --
+ * and since reaping is idempotent under q->lock nothing is completed twice.
+ * Causes found pending here are counted in sysfs lost_irqs.
  *
  * Stalls: a request may wait for ever for good reasons (a read of an empty
  * FIFO), so time in flight says nothing.  The device's liveness does: each
- * run rings a doorbell, which a working device counts in STAT_DOORBELLS
- * (it changes nothing else; datasheet 1).  If STAT_DOORBELLS stands still
- * for stall_timeout_ms while requests are in flight, the device is stalled:
- * fifolab_recover(-ETIMEDOUT).
+ * run with requests in flight rings a doorbell, which a working device
+ * counts in STAT_DOORBELLS (it changes nothing else; datasheet 1).  If
+ * STAT_DOORBELLS stands still for stall_timeout_ms while requests are in
+ * flight, the device is stalled: fifolab_recover(-ETIMEDOUT).
  */
 static void fifolab_watch_work(struct work_struct *work)
 {
@@ -1070,8 +1381,8 @@ static void fifolab_watch_work(struct work_struct *work)
 	spin_lock_irq(&fdev->irq_lock);
 	running = fdev->hw_state == FIFOLAB_HW_RUNNING;
 	spin_unlock_irq(&fdev->irq_lock);
-	if (dead || !busy || !running) {
-		/* the next post re-arms; the recovery fails what is in flight */
+	if (dead || !running || (!busy && !fifolab_listened(fdev))) {
+		/* a post, poll() or fasync re-arms; the recovery fails what is in flight */
 		fdev->watch_busy = false;
 		return;
 	}
@@ -1079,6 +1390,10 @@ static void fifolab_watch_work(struct work_struct *work)
 	if (fifolab_handle(fdev, false))
 		atomic64_inc(&fdev->lost_irqs);
 
+	if (!busy) {
+		fdev->watch_busy = false;	/* only listeners: no stall to see */
+		goto again;
+	}
 	doorbells = fifolab_rd64(fdev, FIFOLAB_REG_STAT_DOORBELLS);
 	if (!fdev->watch_busy || doorbells != fdev->watch_doorbells) {
 		fdev->watch_busy = true;
@@ -1091,24 +1406,13 @@ static void fifolab_watch_work(struct work_struct *work)
 			 "device handled no doorbell for %u ms with %u requests in flight: stalled\n",
 			 jiffies_to_msecs(jiffies - fdev->alive_at), busy);
 		fdev->watch_busy = false;
-		fifolab_recover(fdev, -ETIMEDOUT);
+		fifolab_recover(fdev, -ETIMEDOUT, true);
 		return;
 	}
 	fifolab_ring(fdev);		/* the heartbeat */
+again:
 	queue_delayed_work(system_wq, &fdev->watch_work,
 			   fifolab_watch_period());
-}
-
-/* What ki_complete() gets for a DONE async request. */
-static long fifolab_aio_result(const struct fifolab_req *req)
-{
-	if (req->err)
-		return req->err;
-	if (req->moved)
-		return req->moved;	/* a write cancelled part way: a count */
-	if (req->cancelled)
-		return req->cancel_err;	/* -ECANCELED, -ETIMEDOUT */
-	return -EIO;	/* a waiting request came back empty: device bug */
 }
 
 /*
@@ -1123,7 +1427,7 @@ static void fifolab_aio_finish(struct fifolab_req *req)
 	struct fifolab_queue *q = req->q;
 	struct fifolab_dev *fdev = q->fdev;
 	struct kiocb *iocb = req->iocb;
-	long res = fifolab_aio_result(req);
+	long res = fifolab_req_result(req);
 
 	/* from here fifolab_aio_cancel() no longer finds the request */
 	spin_lock_irq(&q->lock);
@@ -1136,6 +1440,7 @@ static void fifolab_aio_finish(struct fifolab_req *req)
 		atomic64_inc(&fdev->aio.failed);
 	else
 		atomic64_inc(&fdev->aio.completed);
+	fifolab_err_told(req->ff, res);
 
 	fifolab_req_free(req);
 	iocb->ki_complete(iocb, res);	/* @iocb may be gone after this */
@@ -1177,8 +1482,9 @@ static void fifolab_done_work(struct work_struct *work)
 
 /*
  * Ask the device to give a POSTED async request back (or, still NEW, stop
- * it from being posted).  @err is what the kiocb completes with if nothing
- * moved.  Returns 0, or -EAGAIN if it is too late: it completed already.
+ * it from being posted; PARKED, finish it with what moved).  @err is what
+ * the kiocb completes with if nothing moved.  Returns 0, or -EAGAIN if it
+ * is too late: it completed already.
  */
 static int fifolab_aio_cancel_locked(struct fifolab_queue *q,
 				     struct fifolab_req *req, int err)
@@ -1193,10 +1499,12 @@ static int fifolab_aio_cancel_locked(struct fifolab_queue *q,
 		wake_up(&q->wq);		/* it may wait for descriptors */
 		return 0;
 	case FIFOLAB_REQ_POSTED:
+	case FIFOLAB_REQ_PARKED:
 		if (q->dead)			/* remove() fails it */
 			return 0;
 		req->cancel_err = err;
-		fifolab_cancel_posted_locked(q, req);
+		if (fifolab_cancel_locked(q, req))
+			schedule_work(&q->fdev->done_work);
 		return 0;
 	default:
 		return -EAGAIN;
@@ -1212,7 +1520,8 @@ static int fifolab_aio_cancel_locked(struct fifolab_queue *q,
  */
 static int fifolab_aio_cancel(struct kiocb *iocb)
 {
-	struct fifolab_dev *fdev = iocb->ki_filp->private_data;
+	struct fifolab_file *ff = iocb->ki_filp->private_data;
+	struct fifolab_dev *fdev = ff->fdev;
 	unsigned int qid = iocb->ki_flags & IOCB_WRITE ? FIFOLAB_QUEUE_TX :
 							  FIFOLAB_QUEUE_RX;
 	struct fifolab_queue *q = &fdev->queue[qid];
@@ -1240,10 +1549,11 @@ static void fifolab_timeout_work(struct work_struct *work)
 
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
 		struct fifolab_queue *q = &fdev->queue[i];
-		struct fifolab_req *req;
+		struct fifolab_req *req, *tmp;
 
 		spin_lock_irq(&q->lock);
-		list_for_each_entry(req, &q->aios, node) {
+		/* _safe: a PARKED request leaves the list when cancelled */
+		list_for_each_entry_safe(req, tmp, &q->aios, node) {
 			if (!req->timed || req->cancel_err || q->dead)
 				continue;
 			if (!time_after(req->deadline, jiffies)) {
@@ -1262,98 +1572,103 @@ static void fifolab_timeout_work(struct work_struct *work)
 
 /* ----------------------------------------------------------- file ops */
 
-/* The current user segment of @it, at most @max bytes (@it->count > 0). */
-static void __user *fifolab_iter_seg(struct iov_iter *it, size_t max,
-				     size_t *len)
-{
-	struct iovec iov;
-
-	if (iter_is_ubuf(it)) {
-		*len = min(iov_iter_count(it), max);
-		return it->ubuf + it->iov_offset;
-	}
-	iov_iter_advance(it, 0);	/* skip empty iovecs */
-	iov = iov_iter_iovec(it);
-	*len = min(iov.iov_len, max);
-	return iov.iov_base;
-}
-
 struct fifolab_levels {
-	bool running;			/* not recovering from a fault */
-	u32 status;
 	u32 rx_level;
 	u32 tx_space;
 };
 
 /*
- * A snapshot of STATUS, RX_LEVEL and TX_SPACE.  False once remove() has
- * begun: BAR2 may be unmapped then.  Needs no request (poll() has none).
+ * A snapshot of RX_LEVEL and TX_SPACE.  False once remove() has begun:
+ * BAR2 may be unmapped then.  Needs no request (poll() has none).
+ * @listen: the caller waits for readiness; keep the watchdog running, so
+ * that a lost DATA_AVAIL or SPACE_AVAIL message does not leave it asleep.
  */
 static bool fifolab_read_levels(struct fifolab_dev *fdev,
-				struct fifolab_levels *lv)
+				struct fifolab_levels *lv, bool listen)
 {
 	unsigned long flags;
 	bool alive;
 
 	spin_lock_irqsave(&fdev->irq_lock, flags);
-	alive = !fdev->removed;
+	alive = !fdev->removed;		/* remove() cancels the watchdog after */
 	if (alive) {
-		lv->running = fdev->hw_state == FIFOLAB_HW_RUNNING;
-		lv->status = fifolab_rd32(fdev, FIFOLAB_REG_STATUS);
 		lv->rx_level = fifolab_rd32(fdev, FIFOLAB_REG_RX_LEVEL);
 		lv->tx_space = fifolab_rd32(fdev, FIFOLAB_REG_TX_SPACE);
+		if (listen)
+			queue_delayed_work(system_wq, &fdev->watch_work,
+					   fifolab_watch_period());
 	}
 	spin_unlock_irqrestore(&fdev->irq_lock, flags);
 	return alive;
 }
 
 /*
- * For a request that must not wait (O_NONBLOCK, IOCB_NOWAIT): -EAGAIN if
- * nothing could move now, before any page is pinned.  Racy by nature; the
- * device has the last word (sync: FIFOLAB_DESC_F_NOWAIT).
+ * Writable as a pipe is: a write of PIPE_BUF bytes (or of the whole FIFO,
+ * if smaller) would not block.
  */
-static int fifolab_would_block(struct fifolab_queue *q)
+static bool fifolab_writable(struct fifolab_dev *fdev, u32 tx_space)
 {
-	struct fifolab_levels lv;
-
-	if (!fifolab_read_levels(q->fdev, &lv))
-		return -ENODEV;
-	if (q->qid == FIFOLAB_QUEUE_RX ? !lv.rx_level : !lv.tx_space)
-		return -EAGAIN;
-	return 0;
+	return tx_space >= min_t(u32, PIPE_BUF, fdev->fifo_depth);
 }
 
 /*
- * An async kiocb (libaio, io_uring): pin and map the buffer, post one
- * request and return -EIOCBQUEUED; fifolab_aio_finish() completes it.
- *
- * One request per kiocb, from the first segment of @it and at most
- * q->max_req bytes (1 MiB; a read: also at most the FIFO's depth): a larger
- * write completes with a short count, as a char device may; a read gets
- * what the FIFO holds when it is served (>= 1 byte), like read().
+ * For a request that must not wait (O_NONBLOCK, IOCB_NOWAIT): -EAGAIN if
+ * it cannot start now, before any page is pinned.  A read needs a byte in
+ * the FIFO.  A write of at most PIPE_BUF bytes needs room for all of it
+ * (atomic, as on a pipe), a larger one room for a byte -- or, @whole, room
+ * for all of it: io_uring's inline try, which must not end short (io_uring
+ * hands a char device's short count to the user as it is) and comes back
+ * through poll, then in io-wq, where it may wait.  Racy by nature; the
+ * device has the last word (FIFOLAB_DESC_F_NOWAIT).
+ */
+static int fifolab_would_block(struct fifolab_queue *q, size_t len,
+			       bool whole)
+{
+	struct fifolab_levels lv;
+	size_t need;
+
+	if (!fifolab_read_levels(q->fdev, &lv, false))
+		return -ENODEV;
+	if (q->qid == FIFOLAB_QUEUE_RX)
+		return lv.rx_level ? 0 : -EAGAIN;
+	need = whole || len <= PIPE_BUF ? len : 1;
+	return lv.tx_space >= need ? 0 : -EAGAIN;
+}
+
+/* Bytes one read may take: what the FIFO can hold, as a pipe. */
+static size_t fifolab_read_max(struct fifolab_queue *q)
+{
+	return q->fdev->fifo_depth;
+}
+
+/*
+ * An async kiocb (libaio; io_uring's inline try): pin and map every byte
+ * of @it (a read: up to the FIFO's depth) -- @it is the submitter's and
+ * gone once we return -- post the first window and return -EIOCBQUEUED.
+ * The completion path posts the windows that follow and
+ * fifolab_aio_finish() completes the kiocb with every byte moved, or the
+ * count so far if a window came back short (a read: the FIFO had no more;
+ * NOWAIT: no more room), failed or was cancelled.
  *
  * @nowait (IOCB_NOWAIT or O_NONBLOCK): the caller has seen that bytes can
- * move now; do not sleep for descriptors either.  The request is then
- * posted without FIFOLAB_DESC_F_NOWAIT: it completes when the device is
- * done with it (a read at once; a write once the FIFO took all of it).
+ * move now (fifolab_would_block()); do not sleep for descriptors either,
+ * and post every window NOWAIT, so that the request ends at once: io_uring
+ * cannot cancel a request once we returned -EIOCBQUEUED (exec() and ring
+ * teardown wait for it), so an io_uring request never waits in the device.
  */
 static ssize_t fifolab_aio_submit(struct kiocb *iocb, struct iov_iter *it,
 				  struct fifolab_queue *q, bool nowait)
 {
 	unsigned int timeout = READ_ONCE(async_timeout_ms);
+	size_t max = q->qid == FIFOLAB_QUEUE_RX ? fifolab_read_max(q) : SIZE_MAX;
 	struct fifolab_req *req;
-	void __user *ubuf;
-	size_t len;
 	int ret;
 
-	ubuf = fifolab_iter_seg(it, q->max_req, &len);
-	/* the pages we need, pinned: @it may be gone once we return */
-	req = fifolab_req_alloc(q, ubuf, len, false);
+	req = fifolab_req_alloc(q, it, max, nowait);
 	if (IS_ERR(req))
 		return PTR_ERR(req);
 	req->iocb = iocb;
-	req->filp = iocb->ki_filp;
-	req->owner = current->files;
+	req->ff = iocb->ki_filp->private_data;
 	if (timeout) {
 		req->timed = true;
 		req->deadline = jiffies + msecs_to_jiffies(timeout);
@@ -1362,7 +1677,7 @@ static ssize_t fifolab_aio_submit(struct kiocb *iocb, struct iov_iter *it,
 	/*
 	 * Before posting: once posted, the request may complete (and @iocb
 	 * be freed) at any time.  io_cancel() may run from here on; it finds
-	 * the request through ->private (no-op for io_uring kiocbs).
+	 * the request through ->private (a no-op for io_uring kiocbs).
 	 */
 	iocb->private = req;
 	kiocb_set_cancel_fn(iocb, fifolab_aio_cancel);
@@ -1385,49 +1700,80 @@ static ssize_t fifolab_aio_submit(struct kiocb *iocb, struct iov_iter *it,
 }
 
 /*
- * read: one RX request, returns what it got (>= 1 byte).
- * write: TX requests of at most max_req bytes until all is sent, a request
- * comes back short (O_NONBLOCK) or a signal stops it.
- * An async kiocb goes to fifolab_aio_submit() instead.
+ * The synchronous path: a read takes what the FIFO holds (at least a byte,
+ * waiting for it unless @nowait), up to the iovec's total and the FIFO's
+ * depth; a write moves every byte before it returns, in requests of at
+ * most FIFOLAB_SYNC_PIN bytes, unless a signal (or, @nowait, a full FIFO)
+ * ends it -- then the count moved so far, as a pipe.
  */
-static ssize_t fifolab_rw(struct kiocb *iocb, struct iov_iter *it,
-			  unsigned int qid)
+static ssize_t fifolab_sync_rw(struct fifolab_queue *q, struct iov_iter *it,
+			       bool nowait)
 {
-	struct fifolab_dev *fdev = iocb->ki_filp->private_data;
-	struct fifolab_queue *q = &fdev->queue[qid];
-	/* O_NONBLOCK does not set IOCB_NOWAIT (nor the reverse): ask both */
-	bool nowait = (iocb->ki_filp->f_flags & O_NONBLOCK) ||
-		      (iocb->ki_flags & IOCB_NOWAIT);
+	bool rx = q->qid == FIFOLAB_QUEUE_RX;
+	size_t max = rx ? fifolab_read_max(q) : FIFOLAB_SYNC_PIN;
 	ssize_t total = 0, ret = 0;
 
-	if (!user_backed_iter(it))
-		return -EINVAL;
-	if (!iov_iter_count(it))
-		return 0;
-	if (nowait) {
-		ret = fifolab_would_block(q);
-		if (ret)
-			return ret;
-	}
-	if (!is_sync_kiocb(iocb))
-		return fifolab_aio_submit(iocb, it, q, nowait);
-
 	while (iov_iter_count(it)) {
-		void __user *ubuf;
-		size_t len;
+		size_t want = min(iov_iter_count(it), max);
 
 		if (total && signal_pending(current))
 			break;
-		ubuf = fifolab_iter_seg(it, q->max_req, &len);
-		ret = fifolab_xfer(q, ubuf, len, nowait);
+		ret = fifolab_xfer(q, it, max, nowait);
 		if (ret <= 0)
 			break;
 		iov_iter_advance(it, ret);
 		total += ret;
-		if (qid == FIFOLAB_QUEUE_RX || (size_t)ret < len)
+		if (rx || (size_t)ret < want)
 			break;
 	}
 	return total ? total : ret;
+}
+
+/*
+ * Every read and write.  A pending device error is reported first, once
+ * (fifolab_err_take()).  Then:
+ *   sync kiocb (read(2), readv(2), glibc's POSIX AIO threads): the sync
+ *     path, sleeping here;
+ *   libaio (IOCB_AIO_RW): fifolab_aio_submit(), waiting in the device;
+ *   io_uring's inline try (IOCB_NOWAIT): fifolab_aio_submit() if it can
+ *     complete at once, else -EAGAIN: io_uring polls and tries again, in
+ *     the end from io-wq without IOCB_NOWAIT;
+ *   io_uring from io-wq: the sync path in the worker, which io_uring's
+ *     cancellation (exec, exit, ring teardown, ASYNC_CANCEL) interrupts
+ *     like a signal: the request ends with its count, or -ECANCELED.
+ */
+static ssize_t fifolab_rw(struct kiocb *iocb, struct iov_iter *it,
+			  unsigned int qid)
+{
+	struct file *file = iocb->ki_filp;
+	struct fifolab_file *ff = file->private_data;
+	struct fifolab_queue *q = &ff->fdev->queue[qid];
+	bool nonblock = file->f_flags & O_NONBLOCK;
+	/* O_NONBLOCK does not set IOCB_NOWAIT (nor the reverse): ask both */
+	bool nowait = nonblock || (iocb->ki_flags & IOCB_NOWAIT);
+	bool uring = !is_sync_kiocb(iocb) && !(iocb->ki_flags & IOCB_AIO_RW);
+	size_t count = iov_iter_count(it);
+	ssize_t ret;
+
+	if (!user_backed_iter(it))
+		return -EINVAL;
+	if (!count)
+		return 0;
+	if (fifolab_err_take(ff))
+		return -EIO;
+	if (nowait) {
+		ret = fifolab_would_block(q, count, uring && !nonblock);
+		if (ret)
+			return ret;
+	}
+	if (!is_sync_kiocb(iocb) && (!uring || nowait))
+		return fifolab_aio_submit(iocb, it, q, nowait);
+
+	ret = fifolab_sync_rw(q, it, nowait);
+	fifolab_err_told(ff, ret);
+	if (ret == -ERESTARTSYS && (current->flags & PF_IO_WORKER))
+		ret = -ECANCELED;	/* io-wq's cancellation, not a signal */
+	return ret;
 }
 
 static ssize_t fifolab_read_iter(struct kiocb *iocb, struct iov_iter *to)
@@ -1444,42 +1790,57 @@ static int fifolab_open(struct inode *inode, struct file *file)
 {
 	struct fifolab_dev *fdev = container_of(inode->i_cdev,
 						struct fifolab_dev, cdev);
-
+	struct fifolab_file *ff;
 	int ret;
 
 	/* the open file's cdev reference keeps fdev alive (cdev_device_add) */
 	if (READ_ONCE(fdev->removed))
 		return -ENODEV;
-	file->private_data = fdev;
 	ret = stream_open(inode, file);
 	if (ret)
 		return ret;
+	ff = kzalloc(sizeof(*ff), GFP_KERNEL);
+	if (!ff)
+		return -ENOMEM;
+	ff->fdev = fdev;
+	/* errors before the open are not this file's */
+	ff->err_seen = atomic_read(&fdev->err_gen);
+	file->private_data = ff;
 	/* IOCB_NOWAIT is honoured: io_uring tries inline, polls on -EAGAIN */
 	file->f_mode |= FMODE_NOWAIT;
 	return 0;
 }
 
+/* The last reference: no request of ours holds the file any more. */
+static int fifolab_release(struct inode *inode, struct file *file)
+{
+	kfree(file->private_data);
+	return 0;
+}
+
 /*
  * Readable while the FIFO holds bytes no pending read has taken, writable
- * while it has room, EPOLLERR while the device reports a DMA error (sticky
- * until reset) or is being recovered from a fault, EPOLLHUP once the device
- * is gone.  One wait queue, so that
- * every poller (aio's IOCB_CMD_POLL takes one only) can wait on it.
+ * while a write of PIPE_BUF bytes would not block (fifolab_writable()),
+ * EPOLLERR while this file has a device error it has not been told of,
+ * EPOLLHUP once the device is gone.  One wait queue, woken with the events
+ * that changed, so that every poller (aio's IOCB_CMD_POLL takes one only)
+ * can wait on it and epoll can tell which.
  */
 static __poll_t fifolab_poll(struct file *file, poll_table *wait)
 {
-	struct fifolab_dev *fdev = file->private_data;
+	struct fifolab_file *ff = file->private_data;
+	struct fifolab_dev *fdev = ff->fdev;
 	struct fifolab_levels lv;
 	__poll_t mask = 0;
 
 	poll_wait(file, &fdev->poll_wq, wait);
-	if (!fifolab_read_levels(fdev, &lv))
+	if (!fifolab_read_levels(fdev, &lv, !poll_does_not_wait(wait)))
 		return EPOLLHUP;
 	if (lv.rx_level)
 		mask |= EPOLLIN | EPOLLRDNORM;
-	if (lv.tx_space)
+	if (fifolab_writable(fdev, lv.tx_space))
 		mask |= EPOLLOUT | EPOLLWRNORM;
-	if ((lv.status & FIFOLAB_STS_DMA_ERROR) || !lv.running)
+	if (fifolab_err_pending(ff))
 		mask |= EPOLLERR;
 	return mask;
 }
@@ -1487,47 +1848,87 @@ static __poll_t fifolab_poll(struct file *file, poll_table *wait)
 /* FIOASYNC / F_SETFL O_ASYNC; __fput() calls it with on = 0 on release. */
 static int fifolab_fasync(int fd, struct file *file, int on)
 {
-	struct fifolab_dev *fdev = file->private_data;
+	struct fifolab_file *ff = file->private_data;
+	struct fifolab_levels lv;
+	int ret;
 
-	return fasync_helper(fd, file, on, &fdev->fasync);
+	ret = fasync_helper(fd, file, on, &ff->fdev->fasync);
+	if (ret > 0 && on)
+		fifolab_read_levels(ff->fdev, &lv, true);	/* the watchdog */
+	return ret;
+}
+
+static bool fifolab_running(struct fifolab_dev *fdev)
+{
+	bool running;
+
+	spin_lock_irq(&fdev->irq_lock);
+	running = fdev->hw_state == FIFOLAB_HW_RUNNING;
+	spin_unlock_irq(&fdev->irq_lock);
+	return running;
 }
 
 /*
- * close(2) of one of the file's descriptors, and exit_files() at exit.
- * io_uring gives a driver no cancel hook and does not wait for our
- * requests at exit: cancel the async requests that an exiting process
- * submitted on this file, so that nothing stays pending for a ring that is
- * going away.  (libaio requests are cancelled by exit_aio(), earlier.)  A
- * plain close() cancels nothing: the requests hold their own reference.
+ * FIFOLAB_IOC_CLEAR: reset the device, which empties its FIFOs; what was
+ * pending ends with its count or -ECANCELED.  No error is reported for it:
+ * it was asked for.  Returns once the device is back.
  */
-static int fifolab_flush(struct file *file, fl_owner_t id)
+static int fifolab_clear(struct fifolab_dev *fdev)
 {
-	struct fifolab_dev *fdev = file->private_data;
-	unsigned int i;
+	/* recover_work wakes both queues' waiters when it is done */
+	wait_queue_head_t *wq = &fdev->queue[FIFOLAB_QUEUE_TX].wq;
+	long left;
 
-	if (!(current->flags & PF_EXITING))
-		return 0;
-	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
-		struct fifolab_queue *q = &fdev->queue[i];
-		struct fifolab_req *req;
+	if (fifolab_recover(fdev, -ECANCELED, false))
+		atomic64_inc(&fdev->clears);
+	/* else a recovery is under way: its reset empties the FIFO as well */
+	left = wait_event_interruptible_timeout(*wq, fifolab_running(fdev) ||
+						READ_ONCE(fdev->removed),
+						msecs_to_jiffies(stall_timeout_ms ?: 5000));
+	if (left < 0)
+		return left;
+	if (READ_ONCE(fdev->removed))
+		return -ENODEV;
+	return left ? 0 : -ETIMEDOUT;
+}
 
-		spin_lock_irq(&q->lock);
-		list_for_each_entry(req, &q->aios, node)
-			if (req->filp == file && req->owner == id)
-				fifolab_aio_cancel_locked(q, req, -ECANCELED);
-		spin_unlock_irq(&q->lock);
+/* Dispatch: one helper per command (the uapi header says what each does). */
+static long fifolab_ioctl(struct file *file, unsigned int cmd,
+			  unsigned long arg)
+{
+	struct fifolab_file *ff = file->private_data;
+	struct fifolab_dev *fdev = ff->fdev;
+	struct fifolab_levels lv;
+
+	switch (cmd) {
+	case FIONREAD:
+		if (!fifolab_read_levels(fdev, &lv, false))
+			return -ENODEV;
+		return put_user((int)min_t(u32, lv.rx_level, INT_MAX),
+				(int __user *)arg);
+	case FIFOLAB_IOC_GET_DEPTH:
+		return put_user(fdev->fifo_depth, (__u32 __user *)arg);
+	case FIFOLAB_IOC_GET_SPACE:
+		if (!fifolab_read_levels(fdev, &lv, false))
+			return -ENODEV;
+		return put_user(lv.tx_space, (__u32 __user *)arg);
+	case FIFOLAB_IOC_CLEAR:
+		return fifolab_clear(fdev);
+	default:
+		return -ENOTTY;
 	}
-	return 0;
 }
 
 static const struct file_operations fifolab_fops = {
 	.owner		= THIS_MODULE,
 	.open		= fifolab_open,
+	.release	= fifolab_release,
 	.read_iter	= fifolab_read_iter,
 	.write_iter	= fifolab_write_iter,
 	.poll		= fifolab_poll,
 	.fasync		= fifolab_fasync,
-	.flush		= fifolab_flush,
+	.unlocked_ioctl	= fifolab_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
 	.llseek		= no_llseek,
 };
 
@@ -1668,6 +2069,22 @@ static ssize_t lost_irqs_show(struct device *dev,
 }
 static DEVICE_ATTR_RO(lost_irqs);
 
+static ssize_t clears_show(struct device *dev, struct device_attribute *attr,
+			   char *buf)
+{
+	return fifolab_show_count(buf, &to_fifolab(dev)->clears);
+}
+static DEVICE_ATTR_RO(clears);
+
+/* device errors reported to the open files (each hears of each once) */
+static ssize_t errors_show(struct device *dev, struct device_attribute *attr,
+			   char *buf)
+{
+	return sysfs_emit(buf, "%u\n",
+			  (unsigned int)atomic_read(&to_fifolab(dev)->err_gen));
+}
+static DEVICE_ATTR_RO(errors);
+
 static ssize_t spurious_irqs_show(struct device *dev,
 				  struct device_attribute *attr, char *buf)
 {
@@ -1716,6 +2133,8 @@ static struct attribute *fifolab_attrs[] = {
 	&dev_attr_lost_irqs.attr,
 	&dev_attr_spurious_irqs.attr,
 	&dev_attr_running.attr,
+	&dev_attr_clears.attr,
+	&dev_attr_errors.attr,
 	NULL,
 };
 ATTRIBUTE_GROUPS(fifolab);
@@ -1779,14 +2198,13 @@ static int fifolab_hw_enable(struct fifolab_dev *fdev)
 }
 
 /*
- * Complete every request in flight with @err (the device reset: it holds
- * none of them any more, or @keep_pinned: it never confirmed that, so their
- * pages stay pinned for good).  A sync owner is woken; orphans and async
- * kiocbs go to done_work (kicked here unless @kick is false).  Returns the
- * number of requests completed.
+ * Complete every request in flight with @err: the device reset (it holds
+ * none of them any more) or can no longer reach memory (remove()).  A sync
+ * owner is woken; orphans and async kiocbs go to done_work (kicked here
+ * unless @kick is false).  Returns the number of requests completed.
  */
 static unsigned int fifolab_fail_inflight(struct fifolab_dev *fdev, int err,
-					  bool keep_pinned, bool kick)
+					  bool kick)
 {
 	struct fifolab_req *req;
 	unsigned int i, d, n = 0;
@@ -1799,7 +2217,6 @@ static unsigned int fifolab_fail_inflight(struct fifolab_dev *fdev, int err,
 			req = q->inflight[d];
 			if (!req)
 				continue;
-			req->keep_pinned = keep_pinned;
 			fifolab_complete(q, req, 0, err);
 			n++;
 		}
@@ -1821,8 +2238,10 @@ static unsigned int fifolab_fail_inflight(struct fifolab_dev *fdev, int err,
  */
 static void fifolab_detach_inflight(struct fifolab_dev *fdev, int err)
 {
+	struct fifolab_file *ff;
 	struct fifolab_req *req;
 	struct kiocb *iocb;
+	long res;
 	unsigned int i, d;
 
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
@@ -1852,10 +2271,13 @@ static void fifolab_detach_inflight(struct fifolab_dev *fdev, int err)
 			iocb = req->iocb;
 			req->iocb = NULL;
 			iocb->private = NULL;	/* fifolab_aio_cancel(): too late */
+			res = req->moved ?: err;
+			ff = req->ff;
 			spin_unlock_irq(&q->lock);
 
 			atomic64_inc(&fdev->aio.failed);
-			iocb->ki_complete(iocb, err);
+			fifolab_err_told(ff, res);
+			iocb->ki_complete(iocb, res);
 		}
 	}
 }
@@ -1879,10 +2301,12 @@ static void fifolab_recover_work(struct work_struct *work)
 						struct fifolab_dev,
 						recover_work);
 	unsigned int i, n;
+	bool report;
 	int err;
 
 	spin_lock_irq(&fdev->irq_lock);
 	err = fdev->recover_err;
+	report = fdev->recover_report;
 	if (fdev->hw_state != FIFOLAB_HW_RECOVERING) {
 		spin_unlock_irq(&fdev->irq_lock);
 		return;
@@ -1909,7 +2333,7 @@ static void fifolab_recover_work(struct work_struct *work)
 	}
 
 	/* the device holds no request now: fail them, pages go back */
-	n = fifolab_fail_inflight(fdev, err, false, true);
+	n = fifolab_fail_inflight(fdev, err, true);
 	for (i = 0; i < FIFOLAB_NUM_QUEUES; i++) {
 		struct fifolab_queue *q = &fdev->queue[i];
 
@@ -1934,10 +2358,13 @@ static void fifolab_recover_work(struct work_struct *work)
 		spin_unlock_irq(&q->lock);
 		wake_up_all(&q->wq);
 	}
-	atomic64_inc(&fdev->recoveries);
-	dev_info(&fdev->dev, "device reset and re-initialised; %u requests failed with %d\n",
-		 n, err);
-	wake_up_interruptible(&fdev->poll_wq);
+	if (report) {
+		atomic64_inc(&fdev->recoveries);
+		dev_info(&fdev->dev, "device reset and re-initialised; %u requests failed with %d\n",
+			 n, err);
+	}
+	/* an empty FIFO again: room to write */
+	wake_up_interruptible_poll(&fdev->poll_wq, EPOLLOUT | EPOLLWRNORM);
 	return;
 
 again:
@@ -1985,12 +2412,6 @@ static int fifolab_check_id(struct fifolab_dev *fdev)
 		struct fifolab_queue *q = &fdev->queue[i];
 
 		q->max_segs = max_segs;
-		/* an unaligned buffer of n pages' bytes spans n + 1 pages */
-		q->max_req = min_t(size_t, FIFOLAB_MAX_REQ,
-				   (size_t)(max_segs - 1) * PAGE_SIZE);
-		/* a read never gets more than the FIFO holds: pin no more */
-		if (i == FIFOLAB_QUEUE_RX)
-			q->max_req = min_t(size_t, q->max_req, depth);
 	}
 	dev_info(dev, "fifolab %u.%u (%s), FIFO %u bytes, peer %u\n",
 		 version >> 16, version & 0xffff,
@@ -2056,6 +2477,7 @@ static struct fifolab_dev *fifolab_alloc(struct pci_dev *pdev)
 		INIT_LIST_HEAD(&q->orphans);
 		INIT_LIST_HEAD(&q->aios);
 		INIT_LIST_HEAD(&q->aio_done);
+		INIT_LIST_HEAD(&q->parked);
 		q->num_free = FIFOLAB_QUEUE_SIZE;
 		q->next = kcalloc(FIFOLAB_QUEUE_SIZE, sizeof(*q->next),
 				  GFP_KERNEL);
@@ -2096,21 +2518,17 @@ static int fifolab_request_irqs(struct fifolab_dev *fdev)
 }
 
 /*
- * remove(): no new request, device reset (it then holds none), and every
- * request still in flight completed with -ENODEV: a sync owner is woken, an
- * async kiocb is completed here (ki_complete(-ENODEV)).  Returns once no
- * request exists any more, so the DMA mappings are gone before the device
- * goes.
+ * remove(): no new request, and the device can no longer reach memory (it
+ * reset, or at least lost bus mastering), so every request still in flight
+ * is completed with -ENODEV and its pages go back -- those of a stalled
+ * device too: a sync owner is woken, an async kiocb is completed here
+ * (ki_complete(-ENODEV)).  Returns once no request exists any more, so the
+ * DMA mappings are gone before the device goes.
  */
-static void fifolab_fail_all(struct fifolab_dev *fdev, bool quiesced)
+static void fifolab_fail_all(struct fifolab_dev *fdev)
 {
-	unsigned int leaked;
-
 	cancel_work_sync(&fdev->done_work);	/* IRQs are freed: no requeue */
-	leaked = fifolab_fail_inflight(fdev, -ENODEV, !quiesced, false);
-	if (leaked && !quiesced)
-		dev_err(&fdev->dev, "device did not reset: %u requests stay pinned\n",
-			leaked);
+	fifolab_fail_inflight(fdev, -ENODEV, false);
 	fifolab_done(fdev);		/* orphans freed, kiocbs completed */
 	wait_var_event(&fdev->nr_reqs, !atomic_read(&fdev->nr_reqs));
 }
@@ -2244,7 +2662,6 @@ static void fifolab_remove(struct pci_dev *pdev)
 {
 	struct fifolab_dev *fdev = pci_get_drvdata(pdev);
 	unsigned int i;
-	bool quiesced;
 
 	/* no new open; sysfs readers drained */
 	cdev_device_del(&fdev->cdev, &fdev->dev);
@@ -2264,6 +2681,7 @@ static void fifolab_remove(struct pci_dev *pdev)
 
 		spin_lock_irq(&q->lock);
 		q->dead = true;
+		fifolab_unpark_all_locked(q, -ENODEV);
 		spin_unlock_irq(&q->lock);
 		wake_up_all(&q->wq);
 	}
@@ -2272,15 +2690,16 @@ static void fifolab_remove(struct pci_dev *pdev)
 	/* nor the watchdog; DOWN: nobody starts a recovery, one ends here */
 	cancel_delayed_work_sync(&fdev->watch_work);
 	cancel_delayed_work_sync(&fdev->recover_work);
-	wake_up_interruptible_all(&fdev->poll_wq);	/* EPOLLHUP */
+	wake_up_interruptible_poll(&fdev->poll_wq, EPOLLHUP);
 	fifolab_notify(fdev, POLL_HUP);
 
-	quiesced = !fifolab_hw_reset(fdev);
+	if (fifolab_hw_reset(fdev))
+		dev_err(&fdev->dev, "device did not reset: bus mastering off, its requests end anyway\n");
 	fifolab_free_irqs(fdev, FIFOLAB_NUM_VECTORS);
-	fifolab_fail_all(fdev, quiesced);
+	pci_clear_master(pdev);		/* before the pages go back */
+	fifolab_fail_all(fdev);
 
 	pci_free_irq_vectors(pdev);
-	pci_clear_master(pdev);
 	memunmap(fdev->bar2);
 	pci_iounmap(pdev, fdev->bar0);
 	pci_release_regions(pdev);

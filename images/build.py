@@ -32,6 +32,7 @@ log = logging.getLogger("fifolab.images")
 REPO = Path(__file__).resolve().parents[1]
 DRIVER_SRC = REPO / "guest_driver"
 PROGRAMS_SRC = REPO / "guest_driver" / "programs"
+UAPI_HEADER = REPO / "guest_driver" / "include" / "uapi" / "fifolab.h"
 INIT_SCRIPT = Path(__file__).resolve().parent / "init.sh"
 
 # Kernel modules the guest needs from Debian's image (dependencies are added).
@@ -239,7 +240,8 @@ def build_driver(kernel: Kernel, src: Path = DRIVER_SRC) -> Path:
     """The module built from `src` (fifolab.ko for guest_driver/, or whatever a developer's own
     Kbuild names) for `kernel`; rebuilt only when a source under `src` changed."""
     files = _source_files(src, recursive=False)
-    key = _hash_paths(files + [DRIVER_SRC / "fifolab_hw.h"], kernel.abi, kernel.version)
+    key = _hash_paths(files + [DRIVER_SRC / "fifolab_hw.h", UAPI_HEADER],
+                      kernel.abi, kernel.version)
     dest = cache_dir() / "driver" / f"{kernel.abi}-{key}"
     if dest.is_dir():
         built = sorted(dest.glob("*.ko"))
@@ -255,6 +257,7 @@ def build_driver(kernel: Kernel, src: Path = DRIVER_SRC) -> Path:
         if not (bdir / "fifolab_hw.h").exists():
             # A driver of your own gets the device's register map too.
             shutil.copy2(DRIVER_SRC / "fifolab_hw.h", bdir / "fifolab_hw.h")
+        _copy_uapi(bdir)
         try:
             out = _run(["make", "-C", str(kernel.kbuild), f"M={bdir}", "W=1", "modules"],
                        "building the driver (kbuild)")
@@ -279,9 +282,15 @@ def build_driver(kernel: Kernel, src: Path = DRIVER_SRC) -> Path:
     return dest / built.name
 
 
+def _copy_uapi(root: Path) -> None:
+    """The uapi header (ioctl numbers) where a build under `root` finds it: include/uapi/."""
+    (root / "include" / "uapi").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(UAPI_HEADER, root / "include" / "uapi" / UAPI_HEADER.name)
+
+
 def build_programs(src: Path = PROGRAMS_SRC) -> Path:
     """The guest C programs, statically linked, in a directory of their own."""
-    files = _source_files(src, recursive=True)
+    files = _source_files(src, recursive=True) + [UAPI_HEADER]
     key = _hash_paths(files)
     dest = cache_dir() / "programs" / key
     if (dest / ".done").exists():
@@ -293,6 +302,7 @@ def build_programs(src: Path = PROGRAMS_SRC) -> Path:
         stage.mkdir()
         bdir = Path(tmp) / "src"
         shutil.copytree(src, bdir)
+        _copy_uapi(bdir.parent)     # programs include ../include/uapi/fifolab.h
         _run(["make", "-C", str(bdir), f"OUT={stage}"], "building the guest programs")
         (stage / ".done").write_text("")
         if dest.exists():

@@ -9,7 +9,9 @@
  *                           after a write -> POLLIN|POLLRDNORM (and still
  *                           POLLOUT); filled (O_NONBLOCK writes until
  *                           EAGAIN) -> POLLIN, no POLLOUT (a 100 ms poll for
- *                           POLLOUT times out); a read frees space ->
+ *                           POLLOUT times out); 100 bytes read -> still no
+ *                           POLLOUT (POLLOUT means room for PIPE_BUF bytes,
+ *                           as on a pipe); PIPE_BUF bytes read ->
  *                           POLLOUT|POLLWRNORM; drained -> no POLLIN.  Never
  *                           POLLERR/POLLHUP/POLLNVAL.  All data verified.
  *   poll_test DEV wake [--external N --ready FILE]
@@ -87,10 +89,15 @@ static void expect_not(int fd, short bad, int ms, const char *what)
 		die("%s: poll for %#x returned revents %#x within %d ms", what, bad, rev, ms);
 }
 
-/* Fill the FIFO through O_NONBLOCK @fd with stream @seed; the bytes. */
+/*
+ * Fill the FIFO through O_NONBLOCK @fd with stream @seed; the bytes.  The
+ * writes are larger than PIPE_BUF, so the last one may be partial and the
+ * FIFO fills to the byte (a write of at most PIPE_BUF bytes is atomic: it
+ * would get EAGAIN with less room, as on a pipe).
+ */
 static size_t fill_fifo(int fd, uint32_t seed)
 {
-	uint8_t chunk[4096];
+	uint8_t chunk[PIPE_BUF + 904];
 	size_t filled = 0;
 
 	for (;;) {
@@ -134,7 +141,7 @@ static int cmd_states(void)
 {
 	size_t depth = fifo_depth(opt.dev), filled;
 	uint32_t seed = 0x5747;
-	uint8_t buf[1000];
+	uint8_t buf[PIPE_BUF];
 	struct timeval tv = { 0, 100000 };
 	fd_set rfds, wfds;
 	short rev;
@@ -182,14 +189,21 @@ static int cmd_states(void)
 	if (select(fd + 1, NULL, &wfds, NULL, &tv) != 0)
 		die("select: a full FIFO is writable");
 
-	/* a read frees space */
+	/* 100 bytes read: no room for an atomic write (PIPE_BUF) yet */
 	if (read(fd, buf, 100) != 100)
 		die_errno("read of 100 bytes");
 	stream_check(buf, 100, seed, 0, "the first 100 bytes");
-	expect_ready(fd, POLLOUT | POLLWRNORM, POLLOUT | POLLWRNORM, "after a read of a full FIFO");
+	expect_not(fd, POLLOUT | POLLWRNORM, 100, "100 bytes free");
+
+	/* a read frees PIPE_BUF bytes: writable */
+	if (read(fd, buf, PIPE_BUF - 100) != PIPE_BUF - 100)
+		die_errno("read of %d bytes", PIPE_BUF - 100);
+	stream_check(buf, PIPE_BUF - 100, HOST_SEED, 0, "the next bytes");
+	expect_ready(fd, POLLOUT | POLLWRNORM, POLLOUT | POLLWRNORM,
+		     "after PIPE_BUF bytes were read from a full FIFO");
 
 	/* drained */
-	drain_expect(fd, filled - 100, HOST_SEED, 0, "the fill");
+	drain_expect(fd, filled - PIPE_BUF, HOST_SEED, PIPE_BUF - 100, "the fill");
 	expect_not(fd, POLLIN | POLLRDNORM, 100, "drained FIFO");
 	rev = poll1(fd, POLLOUT, 0, "drained FIFO");
 	if (!(rev & POLLOUT))
@@ -266,7 +280,8 @@ static int cmd_wake(void)
 		int r = xopen(opt.dev, O_RDONLY);
 
 		sleep_ms(200);
-		read_stream(r, 1000, seed + 1, 0, "read from the full FIFO");
+		/* room for an atomic write: POLLOUT */
+		read_stream(r, PIPE_BUF, seed + 1, 0, "read from the full FIFO");
 		exit(0);
 	}
 	t0 = now();
@@ -277,7 +292,7 @@ static int cmd_wake(void)
 		die("poll returned POLLOUT after %.0f ms, before the read (200 ms)", dt * 1e3);
 	close(fd);
 	fd = xopen(opt.dev, O_RDONLY | O_NONBLOCK);
-	drain_expect(fd, filled - 1000, seed + 1, 1000, "the rest of the fill");
+	drain_expect(fd, filled - PIPE_BUF, seed + 1, PIPE_BUF, "the rest of the fill");
 	close(fd);
 	expect_empty(opt.dev, "at the end");
 	print_counters(opt.dev, "after");
