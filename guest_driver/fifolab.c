@@ -9,13 +9,17 @@
  *
  * One I/O core serves every path:
  *
- *   fifolab_req_alloc()  pin the user pages, build and DMA-map an sg_table
+ *   fifolab_req_alloc()  pin the user pages of every iovec segment, build
+ *                        and DMA-map one scatterlist
  *   fifolab_req_post()   take descriptors from the queue's free list, fill a
- *                        chain, publish the head in the avail ring, ring
- *                        (unless the device says NO_NOTIFY: it is busy and
- *                        will look at the ring again before it stops)
- *   fifolab_irq()        ack, then reap used entries: each one completes the
- *                        request whose head it names (fifolab_complete())
+ *                        chain with the first window (at most MAX_SEGS
+ *                        segments), publish the head in the avail ring,
+ *                        ring (unless the device says NO_NOTIFY: it is busy
+ *                        and will look at the ring again before it stops)
+ *   fifolab_irq()        ack, then reap used entries: each one ends the
+ *                        window whose head it names (fifolab_complete()),
+ *                        which posts the next window (PARKED while the
+ *                        descriptors are short) or finishes the request
  *   fifolab_req_wait()   sleep until completed; on a signal, cancel the
  *                        posted request and wait (bounded) for its used entry
  *   fifolab_req_free()   unmap, unpin (dirtying pages a read wrote), free
@@ -24,8 +28,11 @@
  * locklessly by the owner with acquire semantics):
  *
  *   NEW --post--> POSTED --used entry (IRQ), recovery or remove()--> DONE
- *                   |
- *                   +--cancel timed out, or req->fail (owner)--> ORPHANED
+ *                  ^  |  \
+ *                  |  |   +--full window, more to go, no descriptors--> PARKED
+ *   next window ---+--+      (PARKED --descriptors--> POSTED; cancel,
+ *                  |          recovery or remove()--> DONE)
+ *                  +--cancel timed out, or req->fail (owner)--> ORPHANED
  *                         --used entry, recovery or remove()--> freed
  *
  * Who owns what: a NEW or DONE request belongs to the task that allocated it
@@ -37,11 +44,11 @@
  * remove(), frees it directly) -- the pages stay pinned until the device is
  * known to be done with them.
  *
- * Asynchronous requests (a kiocb with ki_complete: libaio, io_uring) have
- * no sleeping owner.  fifolab_aio_submit() pins and maps the buffer (the
- * iov_iter is the submitter's and gone once we return), posts one request
- * and returns -EIOCBQUEUED; from then on the request and the kiocb belong
- * to the completion path:
+ * Asynchronous requests (a kiocb with ki_complete: libaio, io_uring's
+ * inline try) have no sleeping owner.  fifolab_aio_submit() pins and maps
+ * every byte (the iov_iter is the submitter's and gone once we return),
+ * posts the first window and returns -EIOCBQUEUED; from then on the
+ * request and the kiocb belong to the completion path:
  *
  *   used entry --fifolab_irq() (hard IRQ, q->lock)--> fifolab_complete():
  *     DONE, moved from q->aios to q->aio_done, done_work scheduled
@@ -51,9 +58,8 @@
  *     -EIOCBQUEUED; for any other return value the caller completes it.
  *
  * Cancelling an async request (io_cancel(2); io_destroy(2) and exit, where
- * the aio core cancels every pending kiocb; async_timeout_ms; an exiting
- * io_uring submitter, see fifolab_flush()) only flags its head CANCEL and
- * rings.  The device then returns it with status CANCELLED and the bytes
+ * the aio core cancels every pending kiocb; async_timeout_ms) only flags
+ * its head CANCEL and rings (a PARKED one finishes at once).  The device then returns it with status CANCELLED and the bytes
  * already moved, and it completes as above: -ECANCELED (-ETIMEDOUT for the
  * timeout) if nothing moved, else the count (a write the FIFO took part of).
  * The aio cancel callback runs under the aio ctx_lock with IRQs off and
@@ -68,10 +74,14 @@
  *   read(2)/write(2), readv/writev, pread/pwrite: ->read_iter/->write_iter
  *     with a sync kiocb (ki_complete == NULL): the task sleeps in
  *     fifolab_req_wait().  pread/pwrite fail with -ESPIPE (stream_open).
+ *     Every iovec segment is used; a write moves every byte, a read takes
+ *     what the FIFO holds up to the iovecs' total and the FIFO's depth.
  *   O_NONBLOCK: not turned into IOCB_NOWAIT (kiocb flags come from
  *     f_iocb_flags), so both are checked: -EAGAIN before anything is pinned
- *     if nothing can move, then a device NOWAIT request.  preadv2/pwritev2
+ *     if nothing can move (a write of at most PIPE_BUF bytes: if it does
+ *     not fit whole), then device NOWAIT requests.  preadv2/pwritev2
  *     RWF_NOWAIT set IOCB_NOWAIT; they need FMODE_NOWAIT (set in open).
+ *   ioctl: FIONREAD, FIFOLAB_IOC_CLEAR/GET_DEPTH/GET_SPACE (uapi header).
  *   poll/select/epoll (and aio IOCB_CMD_POLL, io_uring poll): ->poll, one
  *     wait queue woken from the interrupt handler and on removal.
  *   O_ASYNC/F_SETOWN[_EX]/F_SETSIG: ->fasync (fasync_helper); SIGIO from the
@@ -86,22 +96,29 @@
  *     -EIOCBQUEUED is completed by aio_rw_done().  io_cancel(2) returns
  *     -EINPROGRESS and the event arrives later through the ring.
  *   io_uring READ/WRITE: with FMODE_NOWAIT the request is first issued
- *     inline with IOCB_NOWAIT; -EAGAIN (nothing can move) arms a poll on
- *     ->poll and reissues when it fires (IOSQE_ASYNC too: io-wq issues it
- *     non-blocking and arms the same poll); -EIOCBQUEUED completes through
- *     ki_complete = io_complete_rw, which queues task_work.  io_uring gives
- *     no cancel hook and at exit waits only for requests on io_uring files,
- *     so fifolab_flush() cancels what an exiting process left pending; a
- *     ring torn down by a live process waits (async_timeout_ms bounds it).
- *     Registered (fixed) buffers are not user-backed: -EINVAL.
+ *     inline with IOCB_NOWAIT.  io_uring cannot cancel a request we hold
+ *     (exec() and ring teardown wait for every one), so we hold one only
+ *     if it ends at once: a read with bytes there, a write that fits whole
+ *     (NOWAIT windows, -EIOCBQUEUED, ki_complete = io_complete_rw, which
+ *     queues task_work).  Otherwise -EAGAIN: io_uring arms a poll on
+ *     ->poll and reissues when it fires, and in the end (a write larger
+ *     than the room that comes free) issues it from io-wq without
+ *     IOCB_NOWAIT, where it runs the sync path; io-wq's cancellation
+ *     (exec, exit, ring teardown, IORING_OP_ASYNC_CANCEL) interrupts that
+ *     wait like a signal: the count moved, or -ECANCELED.  A short count
+ *     only if another writer raced for the room.  Registered (fixed)
+ *     buffers are not user-backed: -EINVAL.
  *
  * Faults (datasheet 7; docs/faults.md injects each).  The device is not
  * trusted, and every pending request ends -- the caller gets its data or an
  * error, never silence:
  *
- *   DMA error       the request fails with -EIO; poll() reports EPOLLERR
- *                   while STATUS.DMA_ERROR (sticky until a reset), and
- *                   SIGIO carries POLL_ERR.  The device carries on.
+ *   DMA error       the request fails with -EIO (or ends with the count of
+ *                   the windows before it); SIGIO carries POLL_ERR, and
+ *                   every other open file is told once: EPOLLERR until
+ *                   its next read/write, which fails with -EIO
+ *                   (fifolab_error(); STATUS.DMA_ERROR is not used).  The
+ *                   device carries on.
  *   lost interrupt  the watchdog (fifolab_watch_work(), every
  *                   completion_timeout_ms while requests are in flight)
  *                   acks and reaps as the handler would; idempotent, so
@@ -124,7 +141,9 @@
  *   hot-unplug      remove() fails what is in flight with -ENODEV (below).
  *
  * fifolab_recover() stops both queues (nothing posted, nothing reaped),
- * says EPOLLERR and POLL_ERR, and recover_work resets the device.  Once it
+ * reports the error once to every open file with POLL_ERR, and
+ * recover_work resets the device (FIFOLAB_IOC_CLEAR uses the same reset,
+ * reporting nothing).  Once it
  * has reset it holds no request, so everything in flight fails with the
  * reason's errno -- requests are not re-posted: a TX request's bytes may be
  * partly in the FIFO, which the reset empties -- and the queues restart
@@ -134,9 +153,12 @@
  * pages stay pinned, CONTROL stays RESET and recover_work looks again each
  * completion_timeout_ms; when the device resumes it resets first, then the
  * orphans are freed and the device is brought up again.  Meanwhile new
- * requests fail with -EIO.  Bytes the FIFO held at a reset are lost with
- * it (the device empties it): readers learn of the reset through POLL_ERR
- * and sysfs recoveries, not through a short read.
+ * requests fail with -EIO (and poll() says EPOLLERR).  Bytes the FIFO held
+ * at a reset are lost with it (the device empties it): every open file
+ * hears of it once (-EIO from its next read or write, EPOLLERR until then,
+ * POLL_ERR), and sysfs errors and recoveries count it.  remove() turns bus
+ * mastering off before the last requests end, so even a stalled device's
+ * pages go back.
  */
 
 #include <linux/aio.h>
@@ -1821,7 +1843,8 @@ static int fifolab_release(struct inode *inode, struct file *file)
 /*
  * Readable while the FIFO holds bytes no pending read has taken, writable
  * while a write of PIPE_BUF bytes would not block (fifolab_writable()),
- * EPOLLERR while this file has a device error it has not been told of,
+ * EPOLLERR while this file has a device error it has not been told of, or
+ * while the device is given up on (stalled: every request fails at once),
  * EPOLLHUP once the device is gone.  One wait queue, woken with the events
  * that changed, so that every poller (aio's IOCB_CMD_POLL takes one only)
  * can wait on it and epoll can tell which.
@@ -1840,7 +1863,9 @@ static __poll_t fifolab_poll(struct file *file, poll_table *wait)
 		mask |= EPOLLIN | EPOLLRDNORM;
 	if (fifolab_writable(fdev, lv.tx_space))
 		mask |= EPOLLOUT | EPOLLWRNORM;
-	if (fifolab_err_pending(ff))
+	/* an error not yet told; or given up on (stalled): I/O fails at once */
+	if (fifolab_err_pending(ff) ||
+	    READ_ONCE(fdev->queue[FIFOLAB_QUEUE_TX].stop_err))
 		mask |= EPOLLERR;
 	return mask;
 }
