@@ -820,7 +820,11 @@ class FifoDevice:
         self._write_used(q, head, length, status)
 
     def _write_used(self, q: int, head: int, length: int, status: int) -> None:
-        """Write the used entry, then USED_IDX."""
+        """Write RX_LEVEL and TX_SPACE, then the used entry, then USED_IDX: a driver that has
+        seen a completion reads the levels that follow it (datasheet 2), so that it can tell
+        what a request posted now would get."""
+        self._w32(regs.REG_RX_LEVEL, self._rx_fifo.level)
+        self._w32(regs.REG_TX_SPACE, self._tx_fifo.space)
         used = self._used_idx[q]
         off = regs.queue_base(q) + regs.Q_USED_OFF + (used % regs.QUEUE_SIZE) * regs.USED_SIZE
         _USED.pack_into(self._bar2, off, head & U32_MASK, length & U32_MASK, status, 0)

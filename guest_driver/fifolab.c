@@ -198,6 +198,10 @@
 
 #define DRV_NAME		"fifolab"
 #define FIFOLAB_MAX_DEVICES	64
+/* causes after which poll() may say EPOLLIN, EPOLLOUT */
+#define FIFOLAB_INT_POLL_IN	(FIFOLAB_INT_DATA_AVAIL | FIFOLAB_INT_RX_DONE)
+#define FIFOLAB_INT_POLL_OUT	(FIFOLAB_INT_SPACE_AVAIL | FIFOLAB_INT_TX_DONE)
+
 /* bytes a blocking write pins at a time; an async one pins all it has */
 #define FIFOLAB_SYNC_PIN	SZ_4M
 /* bytes in one window (a used entry's len is a u32) */
@@ -298,6 +302,7 @@ struct fifolab_req {
 	unsigned int win_left;		/* mapped segments from @win on */
 	unsigned int win_nents;		/* segments in the current window */
 	u32 win_len;			/* bytes in the current window */
+	bool win_nowait;		/* it was posted NOWAIT */
 	u16 head;			/* first descriptor, while POSTED */
 	u16 tail;			/* last descriptor, while POSTED */
 	u16 head_flags;			/* what we wrote in the head */
@@ -356,6 +361,8 @@ struct fifolab_queue {
 	u16 free_head;			/* first free descriptor */
 	unsigned int num_free;		/* free descriptors */
 	unsigned int num_inflight;	/* POSTED or ORPHANED requests */
+	u64 win_bytes;			/* bytes of the windows posted */
+	unsigned int win_waiting;	/* windows posted without NOWAIT */
 	u16 *next;			/* [QUEUE_SIZE] free list and chain links */
 	struct fifolab_req **inflight;	/* [QUEUE_SIZE] by head: posted requests */
 	struct list_head orphans;	/* ORPHANED requests the device completed */
@@ -788,6 +795,8 @@ static void fifolab_complete(struct fifolab_queue *q, struct fifolab_req *req,
 	q->num_free += req->win_nents;
 	q->inflight[req->head] = NULL;
 	q->num_inflight--;
+	q->win_bytes -= req->win_len;
+	q->win_waiting -= !req->win_nowait;
 	q->stats.bytes += moved;
 	req->moved += moved;
 
@@ -861,6 +870,9 @@ static void fifolab_post_locked(struct fifolab_queue *q,
 	q->num_free -= n;
 	q->inflight[req->head] = req;
 	q->num_inflight++;
+	q->win_bytes += req->win_len;
+	q->win_waiting += !nowait;
+	req->win_nowait = nowait;
 	req->state = FIFOLAB_REQ_POSTED;
 	if (req->iocb && first) {
 		list_add_tail(&req->node, &q->aios);
@@ -906,13 +918,49 @@ static bool fifolab_can_post(struct fifolab_queue *q, struct fifolab_req *req)
 }
 
 /*
- * Post @req's first window, waiting (interruptibly, if @wait) for enough
- * free descriptors and for a recovery to end.  On failure the request is
- * still NEW.  An async request cancelled before it could be posted fails
- * with its cancel errno; while the device is given up on (stalled), with
- * q->stop_err.
+ * Of @level (RX_LEVEL or TX_SPACE), what the windows posted on @q leave for
+ * a request posted now; none while a window waits in the device (a new
+ * request queues behind it).  A lockless peek, as poll() needs; windows
+ * the device finished but we did not reap yet count twice, so it errs low.
  */
-static int fifolab_req_post(struct fifolab_req *req, bool wait)
+static u32 fifolab_claimable(struct fifolab_queue *q, u32 level)
+{
+	u64 claimed = READ_ONCE(q->win_bytes);
+
+	if (READ_ONCE(q->win_waiting) || claimed >= level)
+		return 0;
+	return level - claimed;
+}
+
+/*
+ * Will @req (all NOWAIT) end whole, before anything else takes the bytes
+ * or the room?  Only if no window waits in the device (a NOWAIT request
+ * behind one moves nothing) and what the device reports is more than the
+ * windows posted may take: a read then gets a byte at least, a write all
+ * of it.  Windows the device finished but we did not reap yet are counted
+ * twice: the answer errs on the side of "no".
+ */
+static bool fifolab_room_locked(struct fifolab_queue *q,
+				struct fifolab_req *req)
+{
+	lockdep_assert_held(&q->lock);
+
+	if (q->qid == FIFOLAB_QUEUE_RX)
+		return fifolab_claimable(q, fifolab_rd32(q->fdev,
+							 FIFOLAB_REG_RX_LEVEL));
+	return fifolab_claimable(q, fifolab_rd32(q->fdev,
+						 FIFOLAB_REG_TX_SPACE)) >= req->len;
+}
+
+/*
+ * Post @req's first window, waiting (interruptibly, if @wait) for enough
+ * free descriptors and for a recovery to end.  @whole (io_uring's inline
+ * try): -EAGAIN unless it will end whole at once (fifolab_room_locked()).
+ * On failure the request is still NEW.  An async request cancelled before
+ * it could be posted fails with its cancel errno; while the device is given
+ * up on (stalled), with q->stop_err.
+ */
+static int fifolab_req_post(struct fifolab_req *req, bool wait, bool whole)
 {
 	struct fifolab_queue *q = req->q;
 	int ret = 0;
@@ -920,7 +968,8 @@ static int fifolab_req_post(struct fifolab_req *req, bool wait)
 	spin_lock_irq(&q->lock);
 	fifolab_window(q, req);
 	if (!wait) {
-		if (!q->dead && !fifolab_can_post(q, req))
+		if (!q->dead && (!fifolab_can_post(q, req) ||
+				 (whole && !fifolab_room_locked(q, req))))
 			ret = q->stop_err ?: -EAGAIN;
 	} else {
 		ret = wait_event_interruptible_lock_irq(q->wq,
@@ -1056,7 +1105,7 @@ static ssize_t fifolab_xfer(struct fifolab_queue *q, struct iov_iter *it,
 	if (IS_ERR(req))
 		return PTR_ERR(req);
 
-	ret = fifolab_req_post(req, !nowait);
+	ret = fifolab_req_post(req, !nowait, false);
 	if (!ret) {
 		ret = fifolab_req_wait(req);
 		if (ret)
@@ -1325,13 +1374,19 @@ static u32 fifolab_handle(struct fifolab_dev *fdev, bool from_irq)
 	if (!ok)
 		fifolab_recover(fdev, -EIO, true);
 
-	/* what poll() reports may have changed (errors: fifolab_error()) */
-	if (causes & (FIFOLAB_INT_DATA_AVAIL | FIFOLAB_INT_SPACE_AVAIL))
+	/*
+	 * What poll() reports may have changed (errors: fifolab_error()):
+	 * levels, and completions, which give back what posted requests had
+	 * claimed (fifolab_poll()).
+	 */
+	if (causes & FIFOLAB_INT_POLL_IN)
 		wake_up_interruptible_poll(&fdev->poll_wq,
-					   (causes & FIFOLAB_INT_DATA_AVAIL ?
-					    EPOLLIN | EPOLLRDNORM : 0) |
-					   (causes & FIFOLAB_INT_SPACE_AVAIL ?
+					   EPOLLIN | EPOLLRDNORM |
+					   (causes & FIFOLAB_INT_POLL_OUT ?
 					    EPOLLOUT | EPOLLWRNORM : 0));
+	else if (causes & FIFOLAB_INT_POLL_OUT)
+		wake_up_interruptible_poll(&fdev->poll_wq,
+					   EPOLLOUT | EPOLLWRNORM);
 	if (causes & FIFOLAB_INT_DATA_AVAIL)
 		fifolab_notify(fdev, POLL_IN);
 	if (causes & FIFOLAB_INT_SPACE_AVAIL)
@@ -1624,14 +1679,6 @@ static bool fifolab_read_levels(struct fifolab_dev *fdev,
 	return alive;
 }
 
-/*
- * Writable as a pipe is: a write of PIPE_BUF bytes (or of the whole FIFO,
- * if smaller) would not block.
- */
-static bool fifolab_writable(struct fifolab_dev *fdev, u32 tx_space)
-{
-	return tx_space >= min_t(u32, PIPE_BUF, fdev->fifo_depth);
-}
 
 /*
  * For a request that must not wait (O_NONBLOCK, IOCB_NOWAIT): -EAGAIN if
@@ -1677,9 +1724,13 @@ static size_t fifolab_read_max(struct fifolab_queue *q)
  * and post every window NOWAIT, so that the request ends at once: io_uring
  * cannot cancel a request once we returned -EIOCBQUEUED (exec() and ring
  * teardown wait for it), so an io_uring request never waits in the device.
+ * @whole (io_uring's inline try): post only if it will not end short or
+ * empty with the requests already posted (fifolab_room_locked()); -EAGAIN
+ * sends it back to io_uring's poll.
  */
 static ssize_t fifolab_aio_submit(struct kiocb *iocb, struct iov_iter *it,
-				  struct fifolab_queue *q, bool nowait)
+				  struct fifolab_queue *q, bool nowait,
+				  bool whole)
 {
 	unsigned int timeout = READ_ONCE(async_timeout_ms);
 	size_t max = q->qid == FIFOLAB_QUEUE_RX ? fifolab_read_max(q) : SIZE_MAX;
@@ -1704,7 +1755,7 @@ static ssize_t fifolab_aio_submit(struct kiocb *iocb, struct iov_iter *it,
 	iocb->private = req;
 	kiocb_set_cancel_fn(iocb, fifolab_aio_cancel);
 
-	ret = fifolab_req_post(req, !nowait);
+	ret = fifolab_req_post(req, !nowait, whole);
 	if (ret) {
 		/* not posted: we complete nothing, the aio core will */
 		spin_lock_irq(&q->lock);
@@ -1774,6 +1825,7 @@ static ssize_t fifolab_rw(struct kiocb *iocb, struct iov_iter *it,
 	/* O_NONBLOCK does not set IOCB_NOWAIT (nor the reverse): ask both */
 	bool nowait = nonblock || (iocb->ki_flags & IOCB_NOWAIT);
 	bool uring = !is_sync_kiocb(iocb) && !(iocb->ki_flags & IOCB_AIO_RW);
+	bool whole = uring && !nonblock;	/* the inline try, see above */
 	size_t count = iov_iter_count(it);
 	ssize_t ret;
 
@@ -1784,12 +1836,12 @@ static ssize_t fifolab_rw(struct kiocb *iocb, struct iov_iter *it,
 	if (fifolab_err_take(ff))
 		return -EIO;
 	if (nowait) {
-		ret = fifolab_would_block(q, count, uring && !nonblock);
+		ret = fifolab_would_block(q, count, whole);
 		if (ret)
 			return ret;
 	}
 	if (!is_sync_kiocb(iocb) && (!uring || nowait))
-		return fifolab_aio_submit(iocb, it, q, nowait);
+		return fifolab_aio_submit(iocb, it, q, nowait, whole);
 
 	ret = fifolab_sync_rw(q, it, nowait);
 	fifolab_err_told(ff, ret);
@@ -1841,8 +1893,11 @@ static int fifolab_release(struct inode *inode, struct file *file)
 }
 
 /*
- * Readable while the FIFO holds bytes no pending read has taken, writable
- * while a write of PIPE_BUF bytes would not block (fifolab_writable()),
+ * Readable while the FIFO holds bytes that no posted read will take,
+ * writable while room for a write of PIPE_BUF bytes (as a pipe says; or
+ * the whole FIFO, if smaller) is left after the posted writes
+ * (fifolab_claimable()): what a request made now would get, so that
+ * io_uring's poll, which retries its inline try, fires when that succeeds.
  * EPOLLERR while this file has a device error it has not been told of, or
  * while the device is given up on (stalled: every request fails at once),
  * EPOLLHUP once the device is gone.  One wait queue, woken with the events
@@ -1859,9 +1914,11 @@ static __poll_t fifolab_poll(struct file *file, poll_table *wait)
 	poll_wait(file, &fdev->poll_wq, wait);
 	if (!fifolab_read_levels(fdev, &lv, !poll_does_not_wait(wait)))
 		return EPOLLHUP;
-	if (lv.rx_level)
+	/* what a request posted now would get: after those already posted */
+	if (fifolab_claimable(&fdev->queue[FIFOLAB_QUEUE_RX], lv.rx_level))
 		mask |= EPOLLIN | EPOLLRDNORM;
-	if (fifolab_writable(fdev, lv.tx_space))
+	if (fifolab_claimable(&fdev->queue[FIFOLAB_QUEUE_TX], lv.tx_space) >=
+	    min_t(u32, PIPE_BUF, fdev->fifo_depth))
 		mask |= EPOLLOUT | EPOLLWRNORM;
 	/* an error not yet told; or given up on (stalled): I/O fails at once */
 	if (fifolab_err_pending(ff) ||
