@@ -27,7 +27,13 @@
  *                           (200 ms), a new one when more arrives; a
  *                           level-triggered epoll on the same fd reports
  *                           EPOLLIN every time until drained, then nothing
- *   poll_test DEV [all]     states, wake and epoll, each in a fresh process
+ *   poll_test DEV keys      (a wired device) a thread in epoll_wait() for
+ *                           EPOLLIN is not woken by 14 writes: wake-ups carry
+ *                           their events (the thread's voluntary context
+ *                           switches, as the kernel counts them); skipped on
+ *                           a loopback device
+ *   poll_test DEV [all]     states, wake, epoll and keys, each in a fresh
+ *                           process
  *   --counters              print the driver's sysfs counters before/after
  *
  * Readiness that must appear is waited for (bounded, 10 s); readiness that
@@ -38,13 +44,14 @@
 #include "common.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/select.h>
 
-static const char *const subs[] = { "all", "states", "wake", "epoll", NULL };
+static const char *const subs[] = { "all", "states", "wake", "epoll", "keys", NULL };
 
 static const char usage[] =
-	"usage: poll_test DEV [all|states|wake|epoll] [--counters]\n"
+	"usage: poll_test DEV [all|states|wake|epoll|keys] [--counters]\n"
 	"       poll_test DEV wake --external N --ready FILE\n";
 
 #define BAD_EVENTS	(POLLERR | POLLHUP | POLLNVAL)
@@ -405,6 +412,100 @@ static int cmd_epoll(void)
 	return 0;
 }
 
+/* ------------------------------------------------------------ keys */
+
+struct keys_waiter {
+	int ep;
+	pid_t tid;
+	volatile int ready;
+	int got;
+};
+
+static void *keys_wait(void *arg)
+{
+	struct keys_waiter *w = arg;
+	struct epoll_event e;
+
+	w->tid = gettid();
+	w->ready = 1;
+	w->got = epoll_wait(w->ep, &e, 1, EVENT_TIMEOUT_MS);
+	return NULL;
+}
+
+/* The kernel's count of the times thread @tid went to sleep and was woken. */
+static long voluntary_switches(pid_t tid)
+{
+	char path[64], line[256];
+	long n = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", tid);
+	f = fopen(path, "r");
+	if (!f)
+		die_errno("%s", path);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "voluntary_ctxt_switches: %ld", &n) == 1)
+			break;
+	fclose(f);
+	if (n < 0)
+		die("%s: no voluntary_ctxt_switches", path);
+	return n;
+}
+
+/*
+ * keys: a thread blocked in epoll_wait() for EPOLLIN on the empty read
+ * FIFO of a WIRED device is not woken by what happens on the write side:
+ * the driver's wake-ups carry their events and epoll drops the others.
+ * The oracle is the kernel's own voluntary_ctxt_switches of that thread.
+ * On a loopback device a write makes the FIFO readable: skipped.
+ */
+static int cmd_keys(void)
+{
+	struct epoll_event ee = { .events = EPOLLIN };
+	struct keys_waiter w = { 0 };
+	uint8_t chunk[PIPE_BUF];
+	long before, after;
+	pthread_t t;
+	int fd;
+
+	fd = xopen(opt.dev, O_RDWR);
+	fill(chunk, 1, 0x4b, 0);
+	if (write(fd, chunk, 1) != 1)
+		die_errno("write of 1 byte");
+	if (poll1(fd, POLLIN, 100, "after a 1-byte write") & POLLIN) {
+		drain(opt.dev);
+		printf("skip keys: a loopback device (a write makes it readable)\n");
+		return 0;
+	}
+	w.ep = epoll_create1(0);
+	if (w.ep < 0 || epoll_ctl(w.ep, EPOLL_CTL_ADD, fd, &ee))
+		die_errno("epoll");
+	if (pthread_create(&t, NULL, keys_wait, &w))
+		die("pthread_create");
+	while (!w.ready)
+		sleep_ms(1);
+	sleep_ms(200);			/* asleep in epoll_wait() now */
+	before = voluntary_switches(w.tid);
+	for (int i = 0; i < 14; i++) {	/* 14 TX_DONE, none of them EPOLLIN */
+		fill(chunk, sizeof(chunk), 0x4b, 1 + (uint64_t)i * sizeof(chunk));
+		if (write(fd, chunk, sizeof(chunk)) != (ssize_t)sizeof(chunk))
+			die_errno("write %d", i);
+	}
+	sleep_ms(200);
+	after = voluntary_switches(w.tid);
+	if (w.got)
+		die("epoll_wait() for EPOLLIN returned %d after writes", w.got);
+	if (after - before > 2)
+		die("the EPOLLIN waiter was woken %ld times by 14 writes", after - before);
+	pthread_cancel(t);
+	pthread_join(t, NULL);
+	close(w.ep);
+	close(fd);
+	printf("ok keys: an EPOLLIN waiter woken %ld times by 14 writes (%zu bytes to the host)\n",
+	       after - before, 1 + 14 * sizeof(chunk));
+	return 0;
+}
+
 /* ------------------------------------------------------------ main */
 
 int main(int argc, char **argv)
@@ -427,6 +528,8 @@ int main(int argc, char **argv)
 	print_counters(opt.dev, "before");
 	if (!strcmp(sub, "states"))
 		ret = cmd_states();
+	else if (!strcmp(sub, "keys"))
+		ret = cmd_keys();
 	else
 		ret = cmd_epoll();
 	print_counters(opt.dev, "after");
