@@ -59,9 +59,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     cfg = _config(args)
     cfg = lab_config(**{k: getattr(cfg, k) for k in (
         "memory_mb", "accel", "fifo_depth", "model_debug", "kernel")})
+    not_run = 0
     with open_lab(args, cfg, image) as lab:
         print(f"booted: {lab.boot_seconds:.2f} s to ready (QEMU start to guest agent "
               f"answering, driver loaded){' [strict mode]' if lab.strict else ''}", flush=True)
+        todo = []
         for check in CHECKS:
             if args.filter and args.filter not in check.name and args.filter != check.path:
                 continue
@@ -69,18 +71,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             if why_not:
                 print(f"  SKIP            [{check.path}] {check.name}: {why_not}")
                 continue
-            record(check.name, check.path, run_check(lab, check, args.timeout))
-            if not lab_usable(lab):
+            todo.append((check.name, check.path, check))
+        if lab.strict:
+            todo.append(("kmemleak scan: no leaks", "driver", None))
+        for i, (name, path, check) in enumerate(todo):
+            if i and not lab_usable(lab):
+                # a verdict counts what did not run: each is a failure
+                for name, path, _ in todo[i:]:
+                    record(name, path, Outcome(False, 0.0, "not run: the lab is gone"))
+                not_run = len(todo) - i
                 break
-        else:
-            if lab.strict:
-                t = time.monotonic()
-                try:
-                    lab.leak_check()
-                    out = Outcome(True, time.monotonic() - t)
-                except (KernelLogError, LabError) as err:
-                    out = Outcome(False, time.monotonic() - t, str(err))
-                record("kmemleak scan: no leaks", "driver", out)
+            record(name, path, run_check(lab, check, args.timeout) if check
+                   else leak_scan(lab))
         boot = lab.boot_seconds
     width = max(len(r[0]) for r in rows)
     pwidth = max(len(r[1]) for r in rows)
@@ -92,8 +94,20 @@ def cmd_check(args: argparse.Namespace) -> int:
               f"{out.seconds:5.2f}s")
     failed = sum(not out.ok for _, _, out in rows)
     print(f"\nboot-to-ready {boot:.2f} s, image build {build_s:.2f} s")
+    if not_run:
+        print(f"{not_run} checks did not run (the lab died): counted as failed")
     print(f"{len(rows) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def leak_scan(lab: Lab) -> Outcome:
+    """Strict mode's last check: kmemleak finds nothing."""
+    t = time.monotonic()
+    try:
+        lab.leak_check()
+        return Outcome(True, time.monotonic() - t)
+    except (KernelLogError, LabError) as err:
+        return Outcome(False, time.monotonic() - t, str(err))
 
 
 def lab_usable(lab: Lab) -> bool:

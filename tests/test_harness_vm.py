@@ -162,3 +162,31 @@ def test_system_reset_reboots_the_guest(kernel):
         res = lab.exec("test -e /tmp/marker; echo marker=$?; fifotest loop /dev/fifolab0 50000 1")
         assert "marker=1" in res.stdout          # a fresh boot: tmpfs is empty again
         assert "ok 50000" in res.stdout, res.stderr
+
+
+def test_check_counts_the_checks_a_dead_lab_never_ran(run_tag):
+    """QEMU killed part way through `fifolab check`: every check that did not run is a
+    failure in the verdict, and the exit status says so."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "--kernel", KERNEL],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines, passed = [], 0
+    assert proc.stdout
+    for line in proc.stdout:
+        lines.append(line)
+        passed += line.lstrip().startswith("PASS")
+        if passed == 3:
+            qemu = [p.split()[1] for p in leftovers(run_tag) if "qemu-system" in p]
+            assert qemu, lines
+            for pid in qemu:
+                os.kill(int(pid), signal.SIGKILL)
+            break
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=120) == 1, out
+    m = re.search(r"^(\d+) passed, (\d+) failed$", out, re.M)
+    assert m, out
+    total = int(m.group(1)) + int(m.group(2))
+    assert int(m.group(1)) <= 4 and total >= 40, out       # the whole table is in the verdict
+    assert "checks did not run (the lab died)" in out and "not run: the lab is gone" in out
+    time.sleep(0.5)
+    assert leftovers(run_tag) == set()
