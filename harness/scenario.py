@@ -601,7 +601,10 @@ def judge_step(expect: dict, res, where: str) -> list[Verdict]:
             v.append(Verdict("bytes", str(spec), str(got),
                              got is not None and compare(int(got), spec)))
         elif key == "data":
-            v.append(Verdict("data", spec, out.get("data", "none"), out.get("data") == spec))
+            # about the bytes that came back: none (an error) leaves `result` to judge
+            vacuous = "data" not in out and out.get("result", "").startswith("-E")
+            v.append(Verdict("data", spec, out.get("data", "n/a: no bytes" if vacuous else "none"),
+                             vacuous or out.get("data") == spec))
         elif key in ("revents", "post_revents"):
             have = flags(key)
             v.append(Verdict(key, "⊇" + "|".join(spec), out.get(key, "none"),
@@ -625,6 +628,47 @@ def judge_step(expect: dict, res, where: str) -> list[Verdict]:
     for x in v:
         x.field = f"{where}{x.field}"
     return v
+
+
+def cross_check(device: int, before: dict, after: dict, events: list[dict]) -> list[Verdict]:
+    """The driver's fault counters against the model's own events, in every scenario: the
+    driver may not claim more than the device did -- a recovery needs a reset the device saw
+    it ask for, a device reset one the device made, a rejected completion a hostile fault that
+    fired, a stall a device that stalled."""
+    def seen(name: str, **match: Any) -> int:
+        return sum(e.get("event") == name and e.get("data", {}).get("device", device) == device
+                   and all(e.get("data", {}).get(k) == val for k, val in match.items())
+                   for e in events)
+    rules = (("recoveries", seen("DEVICE_RESET", initiator="driver"), "driver resets"),
+             ("device_resets", seen("DEVICE_RESET", initiator="device"), "device resets"),
+             ("bad_completions", 1_000_000 if seen("FAULT_FIRED", kind="hostile") else 0,
+              "hostile faults fired"),
+             ("stalls", 1_000_000 if seen("STATE_CHANGE", stalled=True) else 0,
+              "stalls the model reported"))
+    out = []
+    for counter, allowed, what in rules:
+        if counter not in after or counter not in before:
+            out.append(Verdict(f"counter {counter}", "present", "no such counter", False))
+            continue
+        delta = after[counter] - before[counter]
+        if delta:
+            shown = "any" if allowed >= 1_000_000 else str(allowed)
+            out.append(Verdict(f"{counter} vs model", f"<= {shown} ({what})", f"Δ{delta}",
+                               delta <= allowed))
+    return out
+
+
+def implied_expect(cmd: str) -> dict:
+    """What a guest step without `expect` must do: exit 0 -- and a faultio set-up step (which
+    exits 0 whenever its op completed, whatever the result) must move every byte it asked for,
+    and the right ones (``faultio PATH OP DEV SIZE``)."""
+    words = cmd.split()
+    if len(words) >= 5 and words[0] == "faultio" and words[4].isdigit():
+        expect: dict[str, Any] = {"exit": 0, "result": [int(words[4])]}
+        if "--expect-pattern" in words:
+            expect["data"] = "ok"
+        return expect
+    return {"exit": 0}
 
 
 def _event_matches(ev: dict, spec: dict) -> bool:
@@ -750,6 +794,7 @@ class Runner:
             self._steps(lab, sc, jobs, events, stats0, verdicts, detail)
             events += lab.model_events(0.05)
             after = lab.counters(sc.device)
+            events += lab.model_events(0.05)        # what the counters read may stem from
             verdicts += self._judge_scenario(lab, sc, before, after, events)
         except (LabError, KernelLogError, OSError) as err:      # OSError: the host wire
             detail.append(f"{type(err).__name__}: {err}")
@@ -856,7 +901,7 @@ class Runner:
                       f"{res.stdout.strip()} {res.stderr.strip()}".rstrip())
         expect = st.get("expect")
         if expect is None:
-            verdicts += judge_step({"exit": 0}, res, where)
+            verdicts += judge_step(implied_expect(res.cmd), res, where)
             return
         new = judge_step(expect, res, "")
         if not any(v.show for v in verdicts):
@@ -937,6 +982,7 @@ class Runner:
             q = lab.model_qmp("query-fifolab", {"device": sc.device})
             lvl = q["fifo"]["rx_level"]
             v.append(Verdict("fifo rx_level", "0", str(lvl), lvl == 0))
+        v += cross_check(sc.device, before, after, events)
         return v
 
     def _cleanup(self, lab: Lab, sc: Scenario, jobs: dict[str, GuestJob]) -> None:

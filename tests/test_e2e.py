@@ -48,7 +48,8 @@ def test_put_keeps_content_and_mode(lab, tmp_path):
 
 
 def _delta(after, before, *names):
-    return {n: after.get(n, 0) - before.get(n, 0) for n in names}
+    # a counter that disappeared is an error (KeyError), never a silent 0
+    return {n: after[n] - before[n] for n in names}
 
 
 ASYNC = ("async_submitted", "async_completed", "async_cancelled", "async_failed")

@@ -285,12 +285,14 @@ static long long sysfs_read(const char *dev, const char *name)
 	return v;
 }
 
-/* The FIFO depth from sysfs, 0 if unknown. */
+/* The FIFO depth from sysfs; a driver without the attribute fails the program. */
 static UNUSED size_t fifo_depth(const char *dev)
 {
 	long long v = sysfs_read(dev, "fifo_depth");
 
-	return v > 0 ? (size_t)v : 0;
+	if (v <= 0)
+		die("%s: no sysfs fifo_depth (%lld): is this the fifolab driver?", dev, v);
+	return (size_t)v;
 }
 
 static const char *const counter_names[] = {

@@ -189,7 +189,7 @@ static int xopen(const char *dev, int flags)
 	return fd;
 }
 
-/* The FIFO depth from sysfs, 0 if unknown. */
+/* The FIFO depth from sysfs; a driver without the attribute fails the check. */
 static size_t fifo_depth(const char *dev)
 {
 	const char *base = strrchr(dev, '/');
@@ -201,9 +201,9 @@ static size_t fifo_depth(const char *dev)
 		 base ? base + 1 : dev);
 	f = fopen(path, "r");
 	if (!f)
-		return 0;
-	if (fscanf(f, "%lu", &v) != 1)
-		v = 0;
+		die_errno("%s", path);
+	if (fscanf(f, "%lu", &v) != 1 || !v)
+		die("%s: no depth", path);
 	fclose(f);
 	return v;
 }
