@@ -59,7 +59,8 @@
  * named FIFO that plays the device, --depth BYTES deep (default 65536; the
  * byte rule emulated, signals compared as they are): a host check of the
  * generator without a VM.  --profile big: mostly 32..64 segments of up to
- * 9000 bytes.  Without --quiet: a line per sequence and the op mix.
+ * 9000 bytes.  Without --quiet: a line per sequence and the op mix; --trace:
+ * every op's history line as it runs (for a replay).
  */
 #include "common.h"
 
@@ -79,6 +80,7 @@
 #define SIG_WAIT_MS	2000	/* the device signals from its interrupt path */
 #define PENDING_MS	20	/* a read of an empty FIFO still waits after this */
 #define SETTLE_MS	10	/* quiet time before "no more signals" is believed */
+#define LATE_MS		200	/* after a signal difference: what comes later */
 #define REAP_MS		10000
 #define MAXSIG		64
 #define HIST_SIZE	(128 << 10)
@@ -161,7 +163,7 @@ static struct {
 	const char *argv0;
 	uint64_t seed;
 	unsigned long start, count, seq;
-	int opi, big, quiet, mutate, emulate;
+	int opi, big, quiet, mutate, emulate, trace;
 	size_t depth;				/* --depth (--pipe-vs-pipe) */
 	char fifo_path[64], dev_path[64];	/* to unlink at exit */
 	unsigned long ops, sigs, sigs_unmoved, waits;
@@ -169,7 +171,7 @@ static struct {
 } run;
 
 static const char usage[] =
-	"usage: pipediff DEV SEED COUNT [--start N] [--profile mixed|big] [--quiet] [--mutate-device]\n"
+	"usage: pipediff DEV SEED COUNT [--start N] [--profile mixed|big] [--quiet] [--trace] [--mutate-device]\n"
 	"       pipediff --pipe-vs-pipe SEED COUNT [--depth BYTES] [options as above]\n";
 
 /* -------------------------------------------------------------- random */
@@ -209,6 +211,13 @@ static char cur[1024];		/* the running op, for a report or a hang */
 static size_t desc_at;		/* where its description starts in cur */
 static char replay[256];
 
+/* write(), not stdio: also used by the watchdog's signal handler */
+static void put(const char *s)
+{
+	if (write(1, s, strlen(s)) < 0)
+		_exit(4);
+}
+
 static void hist_add(const char *fmt, ...)
 {
 	va_list ap;
@@ -219,14 +228,10 @@ static void hist_add(const char *fmt, ...)
 	va_start(ap, fmt);
 	n = vsnprintf(hist + hist_len, sizeof(hist) - hist_len, fmt, ap);
 	va_end(ap);
+	if (n > 0 && run.trace)
+		put(hist + hist_len);
 	if (n > 0)
 		hist_len = min_sz(hist_len + n, sizeof(hist) - 1);
-}
-
-static void put(const char *s)
-{
-	if (write(1, s, strlen(s)) < 0)
-		_exit(4);
 }
 
 /* Only write(): it also runs in the watchdog's signal handler. */
@@ -505,6 +510,10 @@ static void check_no_sigio(void)
 		oracle_error("a plain SIGIO: the realtime signal queue overflowed");
 }
 
+/* the driver's sysfs counters a SIGIO difference is shown with */
+static const char *const irq_counters[] = { "irqs", "lost_irqs", "spurious_irqs",
+					    "sigio_sent" };
+
 /* The op's signals: the device must send what the pipe sent, except for an
  * op that moved no byte on the device (the pipe signals every attempt). */
 static void compare_sigs(int moved)
@@ -525,7 +534,18 @@ static void compare_sigs(int moved)
 	run.sigs += dev.nsig;
 	if (dev.nsig != fifo.nsig ||
 	    memcmp(dev.sigs, fifo.sigs, dev.nsig * sizeof(int))) {
+		size_t at;
+
 		fmt_sigs(a, sizeof(a), dev.sigs, dev.nsig);
+		/* late or stale?  what comes after, and the interrupt counts */
+		collect(&dev, MAXSIG, LATE_MS);
+		at = strlen(a);
+		at += snprintf(a + at, sizeof(a) - at, ", %d ms later ", LATE_MS);
+		fmt_sigs(a + at, sizeof(a) - at, dev.sigs, dev.nsig);
+		at = strlen(a);
+		for (int i = 0; !run.emulate && i < (int)ARRAY_SIZE(irq_counters); i++)
+			at += snprintf(a + at, sizeof(a) - at, " %s=%lld", irq_counters[i],
+				       sysfs_read(run.dev, irq_counters[i]));
 		fmt_sigs(b, sizeof(b), fifo.sigs, fifo.nsig);
 		differ("SIGIO signals (si_code/si_band) of the op", a, b);
 	}
@@ -1221,16 +1241,21 @@ static void seq_begin(unsigned long seq)
 	run.opi = 0;
 	hist_len = 0;
 	hist[0] = 0;
+	rng = splitmix64(&s);
+	m.nonblock = chance(50);
+	m.sigio = chance(60);
+	m.level = 0;
 	set_flags(&dev, 1, 0);
 	set_flags(&fifo, 1, 0);
 	raw_drain(&dev);
 	raw_drain(&fifo);
+	/* the device signals from its interrupt path, a little later: what
+	 * the last ops did must be signalled (or not) before O_ASYNC is on,
+	 * else it lands in this sequence's first op */
+	if (m.sigio)
+		sleep_ms(SETTLE_MS);
 	collect(&dev, 0, 0);
 	collect(&fifo, 0, 0);
-	m.level = 0;
-	rng = splitmix64(&s);
-	m.nonblock = chance(50);
-	m.sigio = chance(60);
 	set_flags(&dev, m.nonblock, m.sigio);
 	set_flags(&fifo, m.nonblock, m.sigio);
 	snprintf(replay, sizeof(replay), "%s %s %#llx 1 --start %lu --profile %s%s",
@@ -1315,6 +1340,8 @@ static void parse(int argc, char **argv)
 
 		if (!strcmp(a, "--quiet")) {
 			run.quiet = 1;
+		} else if (!strcmp(a, "--trace")) {
+			run.trace = 1;
 		} else if (!strcmp(a, "--mutate-device")) {
 			run.mutate = 1;
 		} else if (!strcmp(a, "--pipe-vs-pipe")) {
