@@ -20,7 +20,7 @@ from pathlib import Path
 from qemu.qmp import QMPError
 
 from images import build as images
-from . import bench, reload, scenario, terminal, uplab
+from . import bench, mutants, reload, scenario, terminal, uplab
 from .checks import CHECKS, WIRED, Outcome, lab_config, run_check
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
@@ -75,10 +75,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         if lab.strict:
             todo.append(("kmemleak scan: no leaks", "driver", None))
         for i, (name, path, check) in enumerate(todo):
-            if i and not lab_usable(lab):
+            stop = "" if not i else ("the lab is gone" if not lab_usable(lab) else
+                                     "--fail-fast" if args.fail_fast and not rows[-1][2].ok
+                                     else "")
+            if stop:
                 # a verdict counts what did not run: each is a failure
                 for name, path, _ in todo[i:]:
-                    record(name, path, Outcome(False, 0.0, "not run: the lab is gone"))
+                    record(name, path, Outcome(False, 0.0, f"not run: {stop}"))
                 not_run = len(todo) - i
                 break
             record(name, path, run_check(lab, check, args.timeout) if check
@@ -95,7 +98,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     failed = sum(not out.ok for _, _, out in rows)
     print(f"\nboot-to-ready {boot:.2f} s, image build {build_s:.2f} s")
     if not_run:
-        print(f"{not_run} checks did not run (the lab died): counted as failed")
+        print(f"{not_run} checks did not run (the lab died, or --fail-fast): counted as failed")
     print(f"{len(rows) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
@@ -317,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("check", help="boot and run the end-to-end checks")
     lab_opts(sp)
     sp.add_argument("-k", dest="filter", help="only checks whose name contains this")
+    sp.add_argument("-x", "--fail-fast", action="store_true",
+                    help="stop at the first failure (the checks left count as failed)")
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("exec", help="run a command in a fresh guest")
@@ -358,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_qmp)
     scenario.add_commands(sub, kernel_opt)
     bench.add_command(sub, kernel_opt)
+    mutants.add_command(sub, kernel_opt)
     sp = sub.add_parser("_daemon")
     sp.add_argument("dir")
     sp.set_defaults(func=cmd_daemon)

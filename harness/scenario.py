@@ -748,7 +748,7 @@ class Runner:
 
     # ---- scenario
 
-    def run_all(self, scenarios: list[Scenario]) -> list[Result]:
+    def run_all(self, scenarios: list[Scenario], fail_fast: bool = False) -> list[Result]:
         # scenarios sharing a lab configuration run together, isolated ones last
         # and those that unplug a device last in their group (each one spends a lab)
         order = sorted(scenarios, key=lambda s: (s.isolate or s.lab.own,
@@ -761,7 +761,10 @@ class Runner:
                 if sc.lab.own and sc.file != last_file:
                     self.close()
                 last_file = sc.file
-                r = self.run_one(sc)
+                if fail_fast and results and not results[-1].ok:
+                    r = Result(sc, False, 0.0, [], "not run: --fail-fast")
+                else:
+                    r = self.run_one(sc)
                 results.append(r)
                 self.out(f"  {'PASS' if r.ok else 'FAIL'}  {r.seconds:6.2f} s  "
                          f"[{sc.path}] {sc.title}")
@@ -1064,7 +1067,7 @@ def cmd_scenario(args) -> int:
     print(f"{len(scenarios)} scenario(s) from {len(set(s.file for s in scenarios))} file(s)",
           flush=True)
     runner = Runner(kernel=args.kernel, out=lambda s: print(s, flush=True))
-    results = runner.run_all(scenarios)
+    results = runner.run_all(scenarios, fail_fast=args.fail_fast)
     print()
     print(table(results))
     failed = sum(not r.ok for r in results)
@@ -1082,6 +1085,8 @@ def add_commands(sub, kernel_opt) -> None:
     sp.add_argument("-k", dest="filter", help="only scenarios whose name, path or class "
                                               "contains this")
     sp.add_argument("--list", action="store_true", help="validate and list, run nothing")
+    sp.add_argument("-x", "--fail-fast", action="store_true",
+                    help="stop at the first failure (the scenarios left count as failed)")
     sp.set_defaults(func=cmd_scenario)
 
     from . import soak
