@@ -358,7 +358,15 @@ struct fifolab_queue {
 					 */
 	u32 avail_idx;			/* requests posted (our AVAIL_IDX) */
 	u32 last_used;			/* used entries consumed */
-	u16 free_head;			/* first free descriptor */
+	/*
+	 * Free descriptors, a FIFO: a chain given back goes to the tail, so a
+	 * head is reused as late as possible -- a hostile device's duplicate
+	 * used entry then names a head no longer (not yet again) in flight,
+	 * and is caught, instead of completing a new request that happens to
+	 * have the same head (datasheet 7).
+	 */
+	u16 free_head;			/* the next to take (if num_free) */
+	u16 free_tail;			/* the last given back (if num_free) */
 	unsigned int num_free;		/* free descriptors */
 	unsigned int num_inflight;	/* POSTED or ORPHANED requests */
 	u64 win_bytes;			/* bytes of the windows posted */
@@ -790,8 +798,11 @@ static void fifolab_complete(struct fifolab_queue *q, struct fifolab_req *req,
 
 	lockdep_assert_held(&q->lock);
 
-	q->next[req->tail] = q->free_head;
-	q->free_head = req->head;
+	if (q->num_free)
+		q->next[q->free_tail] = req->head;
+	else
+		q->free_head = req->head;
+	q->free_tail = req->tail;
 	q->num_free += req->win_nents;
 	q->inflight[req->head] = NULL;
 	q->num_inflight--;
@@ -2571,6 +2582,7 @@ static struct fifolab_dev *fifolab_alloc(struct pci_dev *pdev)
 		}
 		for (d = 0; d < FIFOLAB_QUEUE_SIZE; d++)
 			q->next[d] = d + 1;	/* the last one is never followed */
+		q->free_tail = FIFOLAB_QUEUE_SIZE - 1;
 	}
 	return fdev;
 }

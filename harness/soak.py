@@ -8,10 +8,12 @@ and checksum.  The host half (``soak``) arms faults from ``MENU`` at random mome
 random counts, probabilities and seeds (all drawn from ``--seed``, so a run can be replayed),
 and counts what fired from the model's FAULT_FIRED events.
 
-The verdict, record by record: a lost, duplicated or damaged record is acceptable only if an
-op reported an error around it (the guest judges that: ``unexplained`` must be 0), or, for a
+The verdict, record by record: a duplicated record is never acceptable; a lost or damaged one
+only if an op reported an error whose stream span (the reader's position to the end of the
+write in progress) covers it (the guest judges that: ``unexplained`` must be 0), or, for a
 single damaged record with no error, if it is a corruption the reader detected -- and the
-guest may not have detected more corruptions than corrupt faults fired.  Then the kernel log
+guest may not have detected more corruptions than corrupt faults fired, and a soak in which no
+fault fired may show no gap at all.  Then the kernel log
 must be clean and the device must work (``fifotest loop``) once the faults are cleared.
 """
 
@@ -129,6 +131,9 @@ def soak(lab: Lab, seconds: float, seed: int, out=print) -> SoakReport:
                             f"but only {fired['corrupt']} corrupt faults fired")
         if int(guest["records"]) == 0:
             problems.append("no record went through")
+        if not sum(fired.values()) and int(guest["gaps"]):
+            problems.append(f"{guest['gaps']} record gap(s) although no fault fired: "
+                            "a healthy device loses nothing, errors or not")
         if res.returncode not in (0, 1):
             problems.append(f"soaker exited {res.returncode}: {res.stderr.strip()[-300:]}")
     try:

@@ -20,13 +20,20 @@
  * next valid record.  Then it judges the sequence numbers:
  *
  *   - the next number: fine;
- *   - a gap or a step back (lost or duplicated records) is explained only by
- *     an error that an op reported (either thread) from 1 s before the last
- *     good record to 2 s after the gap was seen, or by a failed write that
- *     abandoned a record at that place in the stream;
+ *   - a step back (a duplicated record) is never explained: nothing may
+ *     deliver a byte twice;
+ *   - a gap (lost records) is explained only by an error on those stream
+ *     positions: every op that reports an error notes the span of the
+ *     stream it may have cost -- from the reader's position (the next
+ *     record it expects) to the end of the write in progress, which is all
+ *     a device reset can drop -- and the missing records must lie inside
+ *     one such span (spans that touch are merged, so a burst of errors
+ *     costs one entry; more spans than fit fail the soak, they never
+ *     explain everything);
  *   - otherwise a garbage run of at most one record (a flipped bit: the
  *     record failed its checksum) is a *detected corruption*: the host
- *     checks that no more were detected than corrupt faults fired;
+ *     checks that no more were detected than corrupt faults fired, and that
+ *     a soak in which no fault fired has no gap at all;
  *   - anything else is unexplained: the soak fails.
  *
  * At the end the writer stops, the reader drains (up to 10 s without
@@ -60,7 +67,7 @@
 #define RECORD		256
 #define MAGIC		0x4B414F53u	/* "SOAK" */
 #define MAX_OP		16384
-#define MAX_ERRS	65536
+#define MAX_SPANS	65536
 
 enum { P_SYNC, P_NONBLOCK, P_POLL, P_SIGIO, P_POSIX_AIO, P_LIBAIO,
        P_IO_URING, NPATHS };
@@ -77,11 +84,19 @@ static unsigned long ops_w[NPATHS], ops_r[NPATHS];
 static atomic_ullong written, bytes_read;
 static atomic_uint last_written_seq;	/* +1: 0 = none */
 
-/* timestamps of reported errors, and records a failed write abandoned */
-static double err_time[MAX_ERRS];
-static atomic_int n_err;
-static uint32_t abandoned[MAX_ERRS];
-static atomic_int n_abandoned;
+/*
+ * The stream positions (bytes) an error may have cost: [lo, hi).  lo: the
+ * reader's next record when the error was reported; hi: the end of the
+ * write in progress.  Touching spans merge (under span_lock).
+ */
+struct span {
+	uint64_t lo, hi;
+};
+static struct span spans[MAX_SPANS];
+static int n_spans, spans_overflow;
+static pthread_mutex_t span_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_ullong reader_at;		/* bytes: the reader's next record */
+static atomic_ullong writer_hi;		/* bytes: the end of the write in progress */
 
 static double now(void)
 {
@@ -141,23 +156,37 @@ static int record_ok(const uint8_t *r, uint32_t *seq)
 
 static void note_error(long res, int writer)
 {
-	int i = atomic_fetch_add(&n_err, 1);
+	uint64_t lo = atomic_load(&reader_at), hi = atomic_load(&writer_hi);
+	struct span *last;
 
-	if (i < MAX_ERRS)
-		err_time[i] = now();
 	atomic_fetch_add(writer ? &w_errors : &r_errors, 1);
 	if (-res > 0 && -res < 200)
 		atomic_fetch_add(&errno_count[-res], 1);
+	if (hi < lo)
+		hi = lo;
+	pthread_mutex_lock(&span_lock);
+	last = n_spans ? &spans[n_spans - 1] : NULL;
+	if (last && lo <= last->hi && hi >= last->lo) {
+		if (lo < last->lo)
+			last->lo = lo;
+		if (hi > last->hi)
+			last->hi = hi;
+	} else if (n_spans < MAX_SPANS) {
+		spans[n_spans++] = (struct span){ lo, hi };
+	} else {
+		spans_overflow = 1;
+	}
+	pthread_mutex_unlock(&span_lock);
 }
 
-static int error_between(double a, double b)
+/* Do records [first, first + n) lie inside one error's span? */
+static int error_covers(uint32_t first, uint32_t n)
 {
-	int n = atomic_load(&n_err);
+	uint64_t a = (uint64_t)first * RECORD, b = ((uint64_t)first + n) * RECORD;
 
-	if (n > MAX_ERRS)
-		return 1;	/* too many to judge: every gap explained */
-	for (int i = 0; i < n; i++)
-		if (err_time[i] >= a && err_time[i] <= b)
+	for (int i = 0; i < n_spans; i++)
+		/* a record the error cut into counts: one record of slack each side */
+		if (spans[i].lo <= a + RECORD && b <= spans[i].hi + RECORD)
 			return 1;
 	return 0;
 }
@@ -320,17 +349,12 @@ static void *writer(void *arg)
 		/* the records that cover [pos, pos + len) */
 		for (uint64_t r = first; r * RECORD < pos + len; r++)
 			make_record((uint32_t)r, buf + (r - first) * RECORD);
+		atomic_store(&writer_hi, pos + len);
 		n = do_op(&io, path, 1, buf + pos % RECORD, len);
 		ops_w[path]++;
 		if (n == -EAGAIN)
 			continue;
 		if (n < 0) {
-			int i = atomic_load(&n_abandoned);
-
-			if (i < MAX_ERRS) {
-				abandoned[i] = (uint32_t)(pos / RECORD);
-				atomic_store(&n_abandoned, i + 1);
-			}
 			note_error(n, 1);
 			/* abandon the rest of the record in progress */
 			pos = (pos + RECORD - 1) / RECORD * RECORD;
@@ -354,19 +378,8 @@ struct gap {
 	int garbage;		/* bytes skipped before it */
 	uint32_t missing;
 	uint32_t first;		/* the first record number missing */
+	int duplicate;		/* a step back: records delivered twice */
 };
-
-/* a failed write abandoned a record at the gap's place in the stream */
-static int write_failed_at(struct gap g)
-{
-	int n = atomic_load(&n_abandoned);
-
-	for (int i = 0; i < n && i < MAX_ERRS; i++)
-		if (abandoned[i] + 1 >= g.first &&
-		    abandoned[i] <= g.first + g.missing)
-			return 1;
-	return 0;
-}
 
 static struct gap pending[4096];
 static int n_pending;
@@ -374,20 +387,19 @@ static int n_pending;
 static void judge(struct gap g)
 {
 	gaps++;
-	/*
-	 * An error explains the gap if it was reported near it in time (the
-	 * reader may have read good records still queued after a writer's
-	 * error: look 1 s back) or if a failed write abandoned a record there.
-	 */
-	if (error_between(g.last_good - 1, g.seen + 2) || write_failed_at(g)) {
-		explained++;
-	} else if (g.garbage && g.garbage <= 2 * RECORD && g.missing == 1) {
+	if (g.duplicate) {
+		unexplained++;
+		fprintf(stderr, "soaker: %u record(s) from #%u delivered again\n",
+			g.missing, g.first);
+	} else if (error_covers(g.first, g.missing ? g.missing : 1)) {
+		explained++;	/* records lost, or cut (garbage), where an error was */
+	} else if (g.garbage && g.garbage <= 2 * RECORD && g.missing <= 1) {
 		corrupt_detected++;
 	} else {
 		unexplained++;
-		fprintf(stderr, "soaker: unexplained gap: %u record(s) missing, %d "
+		fprintf(stderr, "soaker: unexplained gap: records #%u..#%u missing, %d "
 			"garbage bytes, %.3f s after the last good record\n",
-			g.missing, g.garbage, g.seen - g.last_good);
+			g.first, g.first + g.missing, g.garbage, g.seen - g.last_good);
 	}
 }
 
@@ -403,7 +415,7 @@ int main(int argc, char **argv)
 {
 	static uint8_t stream[4 * MAX_OP];
 	size_t have = 0;
-	uint32_t expect = 0;
+	uint32_t expect = 0, last_dup = UINT32_MAX - 1;
 	int garbage = 0;
 	double last_good, idle_since = 0;
 	uint64_t s;
@@ -479,17 +491,25 @@ int main(int argc, char **argv)
 				continue;
 			}
 			if (seq != expect || garbage) {
-				struct gap g = { last_good, now(), garbage, 0, expect };
+				struct gap g = { last_good, now(), garbage, 0, expect, 0 };
 
-				if (seq > expect)
+				if (seq > expect) {
 					g.missing = seq - expect;
-				else if (seq < expect)
-					g.missing = expect - seq;	/* duplicates */
-				if (seq != expect || garbage > 0)
+				} else if (seq < expect) {
+					g.missing = expect - seq;
+					g.first = seq;
+					g.duplicate = 1;
+				}
+				/* a run of duplicates is one gap */
+				if (!(g.duplicate && seq == last_dup + 1))
 					add_gap(g);
+				if (g.duplicate)
+					last_dup = seq;
 			}
 			records++;
-			expect = seq + 1;
+			if (seq >= expect)
+				expect = seq + 1;
+			atomic_store(&reader_at, (uint64_t)expect * RECORD);
 			garbage = 0;
 			last_good = now();
 			off += RECORD;
@@ -500,8 +520,13 @@ int main(int argc, char **argv)
 	pthread_join(wt, NULL);
 	if (last_written_seq && expect < last_written_seq) {
 		struct gap g = { last_good, now(), garbage,
-				 last_written_seq - expect, expect };
+				 last_written_seq - expect, expect, 0 };
 		add_gap(g);
+	}
+	if (spans_overflow) {
+		unexplained++;
+		fprintf(stderr, "soaker: more than %d separate error spans: cannot judge\n",
+			MAX_SPANS);
 	}
 	for (int i = 0; i < n_pending; i++)
 		judge(pending[i]);
