@@ -19,7 +19,7 @@
  *   aio-readv      libaio IOCB_CMD_PREADV, 3 iovecs (1+2047+2048): res 4096
  *   uring-writev   io_uring WRITEV, the same iovecs: res 4096
  *   uring-readv    io_uring READV: res 4096
- *   vec-many PATH write|read
+ *   vec-many PATH write|read [partial]
  *                  IOV_MAX (1024) segments, not contiguous in memory (more
  *                  descriptors than the device chains): write: odd sizes,
  *                  211816 bytes, a reader process draining: res == total,
@@ -804,9 +804,15 @@ static int cmd_read_amount(void)
  */
 static int cmd_vec_many(void)
 {
-	enum { NSEG = 1024, GAP = 16 };
+	enum { NSEG = 1024 };
 	const char *path = nargs > 0 ? args[0] : "", *dir = nargs > 1 ? args[1] : "";
-	size_t depth = need_depth(), total = 0, span = 0;
+	/*
+	 * "partial" (read): the FIFO holds exactly two device chains' worth
+	 * (MAX_SEGS = 260 segments each, datasheet 2): the third chain must
+	 * come back empty at once, not wait for bytes that will not come.
+	 */
+	int partial = nargs > 2 && !strcmp(args[2], "partial");
+	size_t depth = need_depth(), total = 0, span = 0, fill_n;
 	struct iovec *iov = xmalloc(NSEG * sizeof(*iov));
 	int write_ = !strcmp(dir, "write"), fd, status;
 	uint32_t seed = 121;
@@ -814,14 +820,21 @@ static int cmd_vec_many(void)
 	ssize_t r;
 	pid_t reader = 0;
 
+	size_t gap = 16;
+
 	if (!valid_path(path) || (!write_ && strcmp(dir, "read")))
-		die("vec-many sync|libaio|uring write|read");
+		die("vec-many sync|libaio|uring write|read [partial]");
+	/* reads: one segment per 128 bytes, none across a page: one descriptor each */
+	if (!write_ && depth / NSEG <= 128)
+		gap = 128 - depth / NSEG;
+	else if (partial)
+		die("vec-many read partial: needs a FIFO of at most 128 KiB");
 	for (int k = 0; k < NSEG; k++) {
 		size_t n = write_ ? (size_t)(2 * (k % 150) + 61) : depth / NSEG;
 
 		if (!n)
 			die("the FIFO is too small");
-		span += n + GAP;
+		span += n + gap;
 		total += n;
 	}
 	area = map_buf(span);
@@ -830,7 +843,7 @@ static int cmd_vec_many(void)
 		size_t n = write_ ? (size_t)(2 * (k % 150) + 61) : depth / NSEG;
 
 		iov[k] = (struct iovec){ area + span, n };
-		span += n + GAP;
+		span += n + gap;
 	}
 	drain(dev);
 	fd = xopen(dev, O_RDWR);
@@ -845,7 +858,9 @@ static int cmd_vec_many(void)
 		if (!reader)
 			big_reader(total, seed, depth);
 	} else {
-		put(fd, total, seed, 0, "filling the FIFO");
+		fill_n = partial ? 2 * 260 * (depth / NSEG) : total;
+		put(fd, fill_n, seed, 0, "filling the FIFO");
+		total = fill_n;
 	}
 	r = path_rw(path, fd, write_, iov, NSEG, 60000);
 	printf("vec-many path=%s dir=%s segments=%d total=%zu res=%s\n", path, dir, NSEG,
@@ -871,9 +886,9 @@ static int cmd_vec_many(void)
 		uint64_t off = 0;
 
 		if (r != (ssize_t)total)
-			fail("%s readv of %d segments (%zu bytes) with the FIFO full: %s", path,
+			fail("%s readv of %d segments with %zu bytes in the FIFO: %s", path,
 			     NSEG, total, res_str(r, errno));
-		for (int k = 0; k < NSEG; k++) {
+		for (int k = 0; k < NSEG && off < total; k++) {
 			check_pat(iov[k].iov_base, iov[k].iov_len, seed, off, "readv segment");
 			off += iov[k].iov_len;
 		}
