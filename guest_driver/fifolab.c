@@ -59,8 +59,9 @@
  *
  * Cancelling an async request (io_cancel(2); io_destroy(2) and exit, where
  * the aio core cancels every pending kiocb; async_timeout_ms) only flags
- * its head CANCEL and rings (a PARKED one finishes at once).  The device then returns it with status CANCELLED and the bytes
- * already moved, and it completes as above: -ECANCELED (-ETIMEDOUT for the
+ * its head CANCEL and rings (a PARKED one finishes at once).  The device
+ * then returns it with status CANCELLED and the bytes already moved, and
+ * it completes as above: -ECANCELED (-ETIMEDOUT for the
  * timeout) if nothing moved, else the count (a write the FIFO took part of).
  * The aio cancel callback runs under the aio ctx_lock with IRQs off and
  * takes q->lock; the completion path never calls ki_complete() (which takes
@@ -1689,7 +1690,6 @@ static bool fifolab_read_levels(struct fifolab_dev *fdev,
 	spin_unlock_irqrestore(&fdev->irq_lock, flags);
 	return alive;
 }
-
 
 /*
  * For a request that must not wait (O_NONBLOCK, IOCB_NOWAIT): -EAGAIN if
