@@ -817,6 +817,7 @@ static int cmd_vec_many(void)
 	int write_ = !strcmp(dir, "write"), fd, status;
 	uint32_t seed = 121;
 	uint8_t *area;
+	double t0, took;
 	ssize_t r;
 	pid_t reader = 0;
 
@@ -862,9 +863,13 @@ static int cmd_vec_many(void)
 		put(fd, fill_n, seed, 0, "filling the FIFO");
 		total = fill_n;
 	}
+	t0 = now();
 	r = path_rw(path, fd, write_, iov, NSEG, 60000);
-	printf("vec-many path=%s dir=%s segments=%d total=%zu res=%s\n", path, dir, NSEG,
-	       total, res_str(r, errno));
+	took = now() - t0;
+	printf("vec-many path=%s dir=%s segments=%d total=%zu res=%s took_ms=%.0f\n", path, dir,
+	       NSEG, total, res_str(r, errno), took * 1e3);
+	if (partial && took > 5)
+		fail("the readv waited %.1f s for bytes that were not there", took);
 	if (write_) {
 		if (r != (ssize_t)total) {
 			/* let the reader finish or end it */
