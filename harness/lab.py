@@ -511,10 +511,24 @@ class Lab:
         """Run a shell command in the guest; returns its status and output."""
         text = cmd if isinstance(cmd, str) else shlex.join(cmd)
         self.check_alive()
-        result = self._run(self._exec(text, timeout, input))
+        result = self._bounded(self._exec(text, timeout, input), timeout, text)
         if check_log:
             self.kmsg.check()
         return result
+
+    # A wedged guest (an oops holding a lock, a stalled CPU) stops its agent answering, so the
+    # command's own timeout, checked between the agent's answers, never comes: bound the
+    # whole wait too, and show the kernel log, which says why.
+    AGENT_GRACE = 30.0
+
+    def _bounded(self, coro, timeout: float, what: str):
+        try:
+            return self._run(coro, timeout + self.AGENT_GRACE)
+        except asyncio.TimeoutError:
+            self.kmsg.check()           # a kernel report is the better error
+            raise GuestTimeout(f"the guest agent stopped answering ({timeout:.0f} s + "
+                               f"{self.AGENT_GRACE:.0f} s): {what}\n--- console (last lines)\n"
+                               f"{self.kmsg.tail()}") from None
 
     async def _exec(self, cmd: str, timeout: float, input: bytes | None) -> ExecResult:
         job = await self._exec_start(cmd, input)
@@ -556,7 +570,7 @@ class Lab:
         return self._run(self._exec_start(text, input))
 
     def wait(self, job: "GuestJob", timeout: float = 120.0, check_log: bool = True) -> ExecResult:
-        result = self._run(self._exec_wait(job, timeout))
+        result = self._bounded(self._exec_wait(job, timeout), timeout, job.cmd)
         if check_log:
             self.kmsg.check()
         return result

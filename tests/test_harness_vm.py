@@ -190,3 +190,17 @@ def test_check_counts_the_checks_a_dead_lab_never_ran(run_tag):
     assert "checks did not run (the lab died" in out and "not run: the lab is gone" in out
     time.sleep(0.5)
     assert leftovers(run_tag) == set()
+
+
+def test_a_wedged_guest_agent_ends_the_command_instead_of_hanging(kernel, monkeypatch):
+    """An oops that holds a lock wedges the guest and its agent: a command must then end at
+    its timeout (plus a grace), not wait for ever (fifolab mutants found it: a driver that
+    completes a kiocb twice left `fifolab check` hanging).  Stopping qemu-ga does the same."""
+    from harness.lab import GuestTimeout
+    monkeypatch.setattr(Lab, "AGENT_GRACE", 2.0)
+    with Lab(LabConfig(kernel=kernel)) as lab:
+        lab.exec("true").check()
+        t = time.monotonic()
+        with pytest.raises(GuestTimeout, match="stopped answering"):
+            lab.exec("kill -STOP $(pidof qemu-ga); sleep 60", timeout=3)
+        assert time.monotonic() - t < 20
