@@ -14,10 +14,15 @@
  *
  *   u32 magic, u32 seq, u32 crc32(seq + payload), payload (derived from seq)
  *
- * A write that fails (any -errno) abandons the rest of its record: the next
- * write starts the next record.  The reader parses the byte stream; a record
- * whose header or checksum is wrong starts a garbage run, skipped up to the
- * next valid record.  Then it judges the sequence numbers:
+ * A write that fails (any -errno) is abandoned whole: the next write starts
+ * with the record after its end.  A failed write's outcome is unknown: the
+ * device may have taken any prefix of it, and a reader may have got that
+ * before the error (a reset, or a hostile completion, fails a TX request
+ * the device moved in part or in full: the driver cannot tell how much,
+ * and does not re-post it), so resending any of it could deliver a record
+ * twice.  The reader parses the byte stream; a record whose header or
+ * checksum is wrong starts a garbage run, skipped up to the next valid
+ * record.  Then it judges the sequence numbers:
  *
  *   - the next number: fine;
  *   - a step back (a duplicated record) is never explained: nothing may
@@ -356,8 +361,14 @@ static void *writer(void *arg)
 			continue;
 		if (n < 0) {
 			note_error(n, 1);
-			/* abandon the rest of the record in progress */
-			pos = (pos + RECORD - 1) / RECORD * RECORD;
+			/*
+			 * Abandon the whole write, not just the record in
+			 * progress: any prefix of it may have been delivered
+			 * (see the top), and a byte resent is a byte delivered
+			 * twice.  Its span (to the end of this write) explains
+			 * what it cost.
+			 */
+			pos = (pos + len + RECORD - 1) / RECORD * RECORD;
 			continue;
 		}
 		pos += n;
