@@ -8,6 +8,8 @@ Modules::
     fifo       bounded byte ring buffer
     core       FifoDevice: the device's behaviour; no sockets, no fds
     ivshmem    IvshmemServer: QEMU's ivshmem server protocol, shared memory, eventfds
+    listener   Acceptor: accept without spinning when out of descriptors (back-off)
+    ratelimit  LogLimiter: log lines a peer can multiply, a few per key per interval
     wire       HostWire: the host end of a wired device, a raw-byte Unix socket
     faults     fault kinds, hook points, FaultSet (armed faults), Flood; no I/O
     commands   QMP command table: commands with argument schemas, validated uniformly

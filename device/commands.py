@@ -56,6 +56,13 @@ def _as_number(v: Any) -> float | None:
     return None
 
 
+def _num(x: float) -> str:
+    """A bound as people write it: 1000000, not 1e+06."""
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() else f"{x:g}"
+
+
 _CONVERT: dict[str, Callable[[Any], Any]] = {
     "int": _as_int,
     "number": _as_number,
@@ -93,8 +100,8 @@ class Arg:
                                f"(one of: {', '.join(map(str, self.choices))})")
         if (self.min is not None and got < self.min) or (self.max is not None
                                                           and got > self.max):
-            lo = "-inf" if self.min is None else f"{self.min:g}"
-            hi = "inf" if self.max is None else f"{self.max:g}"
+            lo = "-inf" if self.min is None else _num(self.min)
+            hi = "inf" if self.max is None else _num(self.max)
             raise CommandError(f"Parameter '{self.name}' expects a value in [{lo}, {hi}]")
         return got
 
@@ -105,6 +112,9 @@ class Arg:
             out["default"] = self.default
         if self.choices:
             out["choices"] = list(self.choices)
+        for bound in ("min", "max"):
+            if getattr(self, bound) is not None:
+                out[bound] = getattr(self, bound)
         return out
 
 

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import SocketInUseError, TransportError
+from .listener import Acceptor
+from .ratelimit import LogLimiter
 
 __all__ = ["IvshmemServer", "State", "SERVER_PEER_ID", "PROTOCOL_VERSION", "listen_unix"]
 
@@ -84,6 +86,8 @@ class IvshmemServer:
         self._next_id = SERVER_PEER_ID + 1
         self._client: _Client | None = None
         self._listener: socket.socket | None = None
+        self._acceptor: Acceptor | None = None
+        self._limiter = LogLimiter(self.log)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shm_fd = -1
         self._own_fds: list[int] = []
@@ -117,7 +121,8 @@ class IvshmemServer:
             raise TransportError(f"start() in state {self.state.value}")
         self._loop = asyncio.get_running_loop()
         self._listener = listen_unix(self.path)
-        self._loop.add_reader(self._listener.fileno(), self._on_accept)
+        self._acceptor = Acceptor(self._listener, self._on_accept, self.log, "ivshmem")
+        self._acceptor.start()
         for v, fd in enumerate(self._own_fds):
             self._loop.add_reader(fd, self._on_doorbell, v, fd)
         self.state = State.LISTENING
@@ -136,8 +141,9 @@ class IvshmemServer:
         if self._loop is not None and not self._loop.is_closed():
             for fd in self._own_fds:
                 self._loop.remove_reader(fd)
-            if self._listener is not None:
-                self._loop.remove_reader(self._listener.fileno())
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -174,7 +180,8 @@ class IvshmemServer:
         try:
             os.eventfd_write(client.vector_fds[vector], 1)
         except OSError as err:      # EAGAIN at a counter of 2**64-2: nobody is reading anyway
-            self.log.warning("vector %d to peer %d lost: %s", vector, client.peer_id, err)
+            self._limiter.warning("vector lost", "vector %d to peer %d lost: %s", vector,
+                                  client.peer_id, err)
         else:
             self.log.debug("vector %d -> peer %d", vector, client.peer_id)
 
@@ -191,15 +198,13 @@ class IvshmemServer:
         try:
             self.on_doorbell(rings)
         except Exception:                       # the device must outlive a model bug
-            self.log.exception("doorbell handler failed")
+            if self._limiter.allow("doorbell failed")[0]:
+                self.log.exception("doorbell handler failed")
 
-    def _on_accept(self) -> None:
-        sock = accept_one(self._listener, self.log, "ivshmem")
-        if sock is None:
-            return
+    def _on_accept(self, sock: socket.socket) -> None:
         if self._client is not None:
-            self.log.warning("refusing a second client while peer %d is connected",
-                             self._client.peer_id)
+            self._limiter.warning("refused", "refusing a second client while peer %d is "
+                                  "connected", self._client.peer_id)
             sock.close()
             return
         client = _Client(self._next_id, sock)
@@ -210,7 +215,8 @@ class IvshmemServer:
                 self.on_connect(client.peer_id)
             self._greet(client)
         except Exception as err:
-            self.log.warning("handshake with peer %d failed: %s", client.peer_id, err)
+            self._limiter.warning("handshake", "handshake with peer %d failed: %s",
+                                  client.peer_id, err)
             _close_client(client)
             return
         sock.setblocking(False)
@@ -244,7 +250,8 @@ class IvshmemServer:
         if not data:
             self._drop_client("disconnected")
         else:
-            self.log.debug("ignoring %d bytes from peer %d", len(data), client.peer_id)
+            self._limiter.log_as(logging.DEBUG, "ignored", "ignoring %d bytes from peer %d",
+                                 len(data), client.peer_id)
 
     def _drop_client(self, why: str) -> None:
         client, self._client = self._client, None
@@ -269,19 +276,6 @@ def _close_client(client: _Client) -> None:
     for fd in client.vector_fds:
         os.close(fd)
     client.vector_fds = []
-
-
-def accept_one(listener: socket.socket, log: logging.Logger, what: str) -> socket.socket | None:
-    """Accept a pending connection on a non-blocking listener; None if there was none or the
-    accept failed (logged: a peer may vanish between readiness and accept)."""
-    try:
-        sock, _ = listener.accept()
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError as err:
-        log.warning("%s accept failed: %s", what, err)
-        return None
-    return sock
 
 
 def listen_unix(path: str) -> socket.socket:

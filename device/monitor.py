@@ -15,11 +15,18 @@ arguments of each kind from its spec -- plus a few actions that are not armed fa
     fault-stall, fault-resume (alias resume), fault-flood                   actions
     fault-list, fault-clear                                                 bookkeeping
 
+Every integer and number argument has a maximum (a request is bounded work: a count of
+10**12 spurious messages would loop inside the event loop for ever).  The fault schemas in
+``device/faults.py`` bound what is a size or a duration; the rest is bounded here, where the
+arguments are validated (:data:`LIMITS`), and :meth:`Monitor._register` refuses a command
+with an unbounded one.  ``query-commands`` lists ``min`` and ``max``.
+
 ``docs/faults.md`` has the user's view.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from typing import Any, Callable, Sequence
@@ -28,13 +35,19 @@ from . import regs
 from .commands import ERR_DEVICE_NOT_FOUND, Arg, CommandTable
 from .errors import CommandError, FaultError
 from .faults import COMMON_ARGS, FLOOD_PATTERNS, SPECS, Flood, Hook, Kind
+from .qmp import package
 
-__all__ = ["Monitor", "EVENTS"]
+__all__ = ["Monitor", "EVENTS", "LIMITS", "MAX_COUNT", "MAX_NOW"]
+
+MAX_COUNT = 1_000_000       # opportunities an armed fault fires at (0 = until cleared)
+MAX_NOW = 1000              # spurious messages sent at once (when=now): ~2 ms of the loop
+LIMITS = {"count": MAX_COUNT, "seed": (1 << 64) - 1, "device": 255, "id": (1 << 63) - 1}
 
 EVENTS = ("FAULT_FIRED", "DMA_ERROR", "DEVICE_RESET", "STATE_CHANGE", "HOST_WIRE",
           "FLOOD_DONE")
 
-_DEVICE = Arg("device", "int", default=0, min=0, doc="device index (--socket order)")
+_DEVICE = Arg("device", "int", default=0, min=0, max=LIMITS["device"],
+              doc="device index (--socket order)")
 _WHEN = Arg("when", "str", default="now", choices=("now", "doorbell"),
             doc="now: at once; doorbell: armed, at the start of the next doorbell(s)")
 
@@ -69,36 +82,53 @@ class Monitor:
     # ---- the table ----
 
     def _register(self) -> None:
-        t = self.table
-        t.command("qmp_capabilities", Arg("enable", "array", doc="capabilities to enable"),
-                  negotiation=True)(self.qmp_capabilities)
-        t.command("query-version")(self.query_version)
-        t.command("query-commands")(self.query_commands)
-        t.command("query-events")(self.query_events)
-        t.command("query-status")(self.query_status)
-        t.command("query-fifolab", _DEVICE)(self.query_fifolab)
-        t.command("fault-list", _DEVICE)(self.fault_list)
-        t.command("fault-clear", _DEVICE,
-                  Arg("id", "int", min=0, doc="the fault to disarm (default: all)"))(
-                      self.fault_clear)
+        def command(name: str, *args: Arg, **kw: Any):
+            return self.table.command(name, *self._bounded(args), **kw)
+
+        command("qmp_capabilities", Arg("enable", "array", doc="capabilities to enable"),
+                negotiation=True)(self.qmp_capabilities)
+        command("query-version")(self.query_version)
+        command("query-commands")(self.query_commands)
+        command("query-events")(self.query_events)
+        command("query-status")(self.query_status)
+        command("query-fifolab", _DEVICE)(self.query_fifolab)
+        command("fault-list", _DEVICE)(self.fault_list)
+        command("fault-clear", _DEVICE,
+                Arg("id", "int", min=0, max=LIMITS["id"],
+                    doc="the fault to disarm (default: all)"))(
+                    self.fault_clear)
         for spec in SPECS.values():
             extra = (_WHEN,) if spec.hook is Hook.DOORBELL else ()
-            t.command(f"fault-{spec.kind.value}", _DEVICE, *spec.params, *COMMON_ARGS,
-                      *extra, doc=spec.doc)(self._arm_handler(spec.kind))
-        t.command("set-coalescing", _DEVICE,
-                  Arg("enabled", "bool", required=True,
-                      doc="false: a message after every used entry, pending or not, as a "
-                          "device without batching or coalescing would send (to measure what "
-                          "they save)"))(
-                      self.set_coalescing)
-        t.command("fault-stall", _DEVICE)(self.fault_stall)
-        t.command("fault-resume", _DEVICE)(self.fault_resume)
-        t.command("resume", _DEVICE, doc="alias of fault-resume")(self.fault_resume)
-        t.command("fault-flood", _DEVICE,
-                  Arg("bytes", "int", min=1, max=1 << 32,
-                      doc="bytes to push (default: 4 x FIFO depth)"),
-                  Arg("pattern", "str", default="counter", choices=FLOOD_PATTERNS),
-                  Arg("seed", "int", min=0))(self.fault_flood)
+            command(f"fault-{spec.kind.value}", _DEVICE,
+                    *spec.params, *COMMON_ARGS, *extra,
+                    doc=spec.doc)(self._arm_handler(spec.kind))
+        command("set-coalescing", _DEVICE,
+                Arg("enabled", "bool", required=True,
+                    doc="false: a message after every used entry, pending or not, as a "
+                        "device without batching or coalescing would send (to measure what "
+                        "they save)"))(
+                    self.set_coalescing)
+        command("fault-stall", _DEVICE)(self.fault_stall)
+        command("fault-resume", _DEVICE)(self.fault_resume)
+        command("resume", _DEVICE, doc="alias of fault-resume")(self.fault_resume)
+        command("fault-flood", _DEVICE,
+                Arg("bytes", "int", min=1, max=1 << 32,
+                    doc="bytes to push (default: 4 x FIFO depth)"),
+                Arg("pattern", "str", default="counter", choices=FLOOD_PATTERNS),
+                Arg("seed", "int", min=0, max=LIMITS["seed"]))(self.fault_flood)
+
+    @staticmethod
+    def _bounded(args: tuple[Arg, ...]) -> tuple[Arg, ...]:
+        """``args`` with a maximum from :data:`LIMITS` where they have none; a ValueError
+        for a numeric argument that would stay unbounded."""
+        out = []
+        for a in args:
+            if a.type in ("int", "number") and a.max is None:
+                if a.name not in LIMITS:
+                    raise ValueError(f"argument {a.name} has no maximum: add one to LIMITS")
+                a = dataclasses.replace(a, max=LIMITS[a.name])
+            out.append(a)
+        return tuple(out)
 
     # ---- handlers: QMP basics ----
 
@@ -110,7 +140,7 @@ class Monitor:
     def query_version(self, a: dict) -> dict:
         return {"qemu": {"major": regs.VERSION_VALUE >> 16,
                          "minor": regs.VERSION_VALUE & 0xFFFF, "micro": 0},
-                "package": "fifolab device model"}
+                "package": package()}
 
     def query_commands(self, a: dict) -> list:
         return [c.describe() for c in self.table]
@@ -189,6 +219,10 @@ class Monitor:
             return {"id": fid, "kind": kind.value, "fired": 1}
         if count < 1:
             raise CommandError("count=0 (until cleared) needs when=doorbell")
+        if count > MAX_NOW:
+            raise CommandError(f"Parameter 'count' expects a value in [1, {MAX_NOW}] with "
+                               f"when=now (sent at once; when=doorbell takes up to "
+                               f"{MAX_COUNT})")
         vector = params.get("vector") or 0
         fid = self._fired_now(index, kind.value, vector=vector, count=count)
         d.core.send_spurious(vector, count)

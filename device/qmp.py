@@ -5,9 +5,16 @@ Three layers, as in qemu.qmp (transport apart from protocol), none of which know
     JsonSplitter   framing: a byte stream -> complete JSON texts, or framing errors.  Like
                    QEMU's json-streamer it needs no newlines (qemu.qmp's QMPClient sends none):
                    a text ends where its outermost {} or [] closes, a bare scalar at the next
-                   whitespace.  A stray character (outside a string, not JSON) or a text over
-                   MAX_TEXT bytes or MAX_DEPTH deep is an error; the splitter then skips to the
-                   next newline or '{' and carries on.
+                   whitespace or bracket.  It follows JSON's grammar token by token, so an
+                   error is found at the first byte that cannot continue the text: a stray
+                   character, a control character inside a string (as in QEMU's lexer: an
+                   unterminated string ends at the line), a token where another is due (an
+                   unterminated object followed by the next command: '{' where ',' or '}' is
+                   due), a text over MAX_TEXT bytes or MAX_DEPTH deep.  After an error it skips
+                   to the next newline or '{' (a '{' that caused the error starts the next
+                   text; a closing bracket that ends the text ends it) and carries on.  One case it cannot tell: a text cut off where a
+                   value is due ('{"execute": ') takes the next text as that value; the text
+                   after that recovers.
     QmpSession     one client: greeting, capabilities negotiation, execute -> return/error,
                    events; replies in order.  Its phase is an explicit enum:
 
@@ -22,7 +29,7 @@ What runs a command is a :class:`~device.commands.CommandTable` handed to the se
 Wire format (QEMU ``docs/interop/qmp-spec.rst``), one JSON object per message, CRLF after each::
 
     S: {"QMP": {"version": {"qemu": {"major": 1, "minor": 0, "micro": 0},
-                            "package": "fifolab device model"}, "capabilities": []}}
+                            "package": "fifolab-model 0.1.0"}, "capabilities": []}}
     C: {"execute": "qmp_capabilities"}
     S: {"return": {}}
     C: {"execute": "fault-dma-error", "arguments": {"queue": "rx"}, "id": 7}
@@ -32,7 +39,13 @@ Wire format (QEMU ``docs/interop/qmp-spec.rst``), one JSON object per message, C
 Errors never end a session: bad JSON or a non-object gets an error reply *without* an id (as
 QEMU does; there is nothing to echo), everything else gets one with the request's id.  A client
 that does not read its replies and events (more than MAX_BACKLOG bytes queued) is dropped with
-a log line; the others carry on.
+a log line; the others carry on.  At most MAX_SESSIONS clients are served at once: the one
+over the cap gets an error instead of the greeting and is closed.
+
+Strict JSON both ways: NaN, Infinity and numbers out of a double's range (``1e999``) are
+parse errors on input (Python's json would take them, and echo an id as ``Infinity``), and
+nothing non-finite is ever sent.  Log lines a client can cause at will (bad input,
+connections) are rate limited.
 
 Server state: ``NEW --start()--> LISTENING --close()--> CLOSED`` (close() also from NEW), kept
 by :func:`require`.
@@ -43,9 +56,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import importlib.metadata
 import json
 import logging
+import math
 import os
+import re
 import time
 from typing import Any, Callable
 
@@ -53,20 +69,31 @@ from . import regs
 from .commands import ERR_GENERIC, ERR_NOT_FOUND, CommandTable
 from .errors import CommandError, FifolabError, TransportError
 from .ivshmem import State, listen_unix
+from .ratelimit import LogLimiter
 
 __all__ = ["QmpServer", "QmpSession", "JsonSplitter", "FramingError", "Phase", "require",
-           "greeting", "MAX_TEXT", "MAX_DEPTH", "MAX_BACKLOG"]
+           "greeting", "package", "decode", "encode", "MAX_TEXT", "MAX_DEPTH", "MAX_BACKLOG",
+           "MAX_SESSIONS"]
 
 MAX_TEXT = 1 << 20          # bytes in one JSON text
 MAX_DEPTH = 64              # nesting of {} and []
 MAX_BACKLOG = 4 << 20       # bytes queued to a client that does not read
+MAX_SESSIONS = 16           # clients served at once
 READ_CHUNK = 65536
+MODEL_NAME = "fifolab-model"
 
 _WS = frozenset(b" \t\r\n")
-_OPEN = frozenset(b"{[")
-_CLOSE = frozenset(b"}]")
-_BARE = frozenset(b"0123456789-+.eE,:truefalsn")     # numbers, separators, true/false/null
-_NL, _LBRACE, _QUOTE, _BSLASH = 0x0A, 0x7B, 0x22, 0x5C
+_BARE = frozenset(b"0123456789-+.eEtruefalsn")       # numbers, true/false/null
+_STRUCTURAL = frozenset(b'{}[],:"')
+_NL, _LBRACE, _RBRACE, _LBRACKET, _RBRACKET = 0x0A, 0x7B, 0x7D, 0x5B, 0x5D
+_QUOTE, _BSLASH, _COMMA, _COLON = 0x22, 0x5C, 0x2C, 0x3A
+_STR_SPECIAL = re.compile(rb'["\\\x00-\x1f\xfe\xff]')   # ends a run of plain string bytes
+
+# what the splitter expects next
+_VALUE, _VALUE_OR_CLOSE, _KEY, _KEY_OR_CLOSE, _COLON_DUE, _AFTER = range(6)
+_EXPECTED = {_VALUE: "a value", _VALUE_OR_CLOSE: "a value or ']'", _KEY: "a string key",
+             _KEY_OR_CLOSE: "a string key or '}'", _COLON_DUE: "':'",
+             _AFTER: "',' or a closing bracket"}
 
 
 class Phase(enum.Enum):
@@ -97,16 +124,49 @@ def require(*states: State):
     return decorate
 
 
-def greeting(package: str = "fifolab device model") -> dict:
-    """The QMP greeting: the model's version (VERSION register) in QEMU's shape."""
+@functools.cache
+def package() -> str:
+    """The greeting's ``package``: who answers, ``fifolab-model X.Y.Z`` (not QEMU)."""
+    try:
+        version = importlib.metadata.version("fifolab")
+    except importlib.metadata.PackageNotFoundError:     # run from a bare checkout
+        version = "unknown"
+    return f"{MODEL_NAME} {version}"
+
+
+def greeting() -> dict:
+    """The QMP greeting in QEMU's shape -- qemu.qmp requires ``QMP.version`` (an object:
+    qmp-shell prints its ``qemu`` major.minor.micro) and ``QMP.capabilities`` (an array).
+    ``qemu`` holds the device's VERSION register; ``package`` names the model."""
     return {"QMP": {"version": {"qemu": {"major": regs.VERSION_VALUE >> 16,
                                          "minor": regs.VERSION_VALUE & 0xFFFF, "micro": 0},
-                                "package": package},
+                                "package": package()},
                     "capabilities": []}}
 
 
 def _error(desc: str, error_class: str = ERR_GENERIC) -> dict:
     return {"error": {"class": error_class, "desc": desc}}
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def decode(text: bytes) -> Any:
+    """Strict JSON: ValueError for NaN, Infinity and numbers beyond a double."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+
+
+def encode(obj: Any) -> bytes:
+    """One message on the wire; ValueError for anything that is not strict JSON."""
+    return json.dumps(obj, separators=(", ", ": "), allow_nan=False).encode() + b"\r\n"
 
 
 # ---- framing ----
@@ -124,80 +184,150 @@ class FramingError:
 
 
 class JsonSplitter:
-    """Bytes in, complete JSON texts (bytes) and :class:`FramingError` out, in order."""
+    """Bytes in, complete JSON texts (bytes) and :class:`FramingError` out, in order.
+
+    A token-level check of JSON's grammar (``_expect``: what may come next; ``_stack``: the
+    open brackets); the values themselves (numbers, escapes, UTF-8) are left to the parser.
+    """
 
     def __init__(self, max_text: int = MAX_TEXT, max_depth: int = MAX_DEPTH) -> None:
         self.max_text = max_text
         self.max_depth = max_depth
         self._buf = bytearray()
-        self._depth = 0
+        self._stack = bytearray()
+        self._expect = _VALUE
         self._in_str = False
+        self._key = False           # the string being read is an object key
         self._esc = False
+        self._in_bare = False
         self._skip = False
 
     def _fail(self, out: list, desc: str) -> None:
         out.append(FramingError(desc))
         self._buf.clear()
-        self._depth = 0
-        self._in_str = self._esc = False
+        self._stack.clear()
+        self._expect = _VALUE
+        self._in_str = self._esc = self._in_bare = False
         self._skip = True
-
-    def _emit(self, out: list) -> None:
-        out.append(bytes(self._buf))
-        self._buf.clear()
 
     def feed(self, data: bytes) -> list:
         out: list = []
-        buf = self._buf
-        for b in data:
-            if self._skip:
-                if b == _NL:
-                    self._skip = False
+        i, n = 0, len(data)
+        while i < n:
+            if self._in_str and not self._esc and not self._skip:
+                m = _STR_SPECIAL.search(data, i)        # plain string bytes in one go
+                end = m.start() if m else n
+                if end > i:
+                    self._buf += data[i:end]
+                    i = end
+                    if len(self._buf) > self.max_text:
+                        self._fail(out, f"JSON text longer than {self.max_text} bytes")
                     continue
-                if b != _LBRACE:
-                    continue
-                self._skip = False
-            if self._in_str:
-                buf.append(b)
-                if self._esc:
-                    self._esc = False
-                elif b == _BSLASH:
-                    self._esc = True
-                elif b == _QUOTE:
-                    self._in_str = False
-            elif b in _WS:
-                if self._depth:
-                    buf.append(b)
-                elif buf:
-                    self._emit(out)             # a bare top-level scalar ends
-            elif b in _OPEN:
-                if not self._depth and buf:
-                    self._emit(out)
-                self._depth += 1
-                buf.append(b)
-                if self._depth > self.max_depth:
-                    self._fail(out, f"JSON nesting deeper than {self.max_depth}")
-                    continue
-            elif b in _CLOSE:
-                if not self._depth:
-                    self._fail(out, f"JSON parse error, stray '{chr(b)}'")
-                    continue
-                self._depth -= 1
-                buf.append(b)
-                if not self._depth:
-                    self._emit(out)
-            elif b == _QUOTE:
-                self._in_str = True
-                buf.append(b)
-            elif b in _BARE:
-                buf.append(b)
-            else:
-                shown = chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}"
-                self._fail(out, f"JSON parse error, stray '{shown}'")
-                continue
-            if len(buf) > self.max_text:
-                self._fail(out, f"JSON text longer than {self.max_text} bytes")
+            self._step(data[i], out)
+            i += 1
         return out
+
+    def _step(self, b: int, out: list) -> None:
+        if self._skip:
+            if b == _NL:
+                self._skip = False
+                return
+            if b != _LBRACE:
+                return
+            self._skip = False
+        if self._in_str:
+            self._string_byte(b, out)
+        elif self._in_bare and b in _BARE:
+            self._put(b, out)
+        else:
+            if self._in_bare:                   # a number or keyword ends here
+                self._in_bare = False
+                if b not in _WS and b not in _STRUCTURAL:
+                    self._fail(out, f"JSON parse error, stray {_show(b)}")
+                    return
+                self._value_done(out)
+            self._token_byte(b, out)
+
+    def _string_byte(self, b: int, out: list) -> None:
+        if b < 0x20 or b >= 0xFE:
+            self._fail(out, f"JSON parse error, {_show(b)} inside a string (unterminated "
+                       "string?)")
+            return
+        if self._esc:
+            self._esc = False
+        elif b == _BSLASH:
+            self._esc = True
+        elif b == _QUOTE:
+            self._in_str = False
+            if self._key:
+                self._expect = _COLON_DUE
+                self._put(b, out)
+                return
+            self._put(b, out)
+            self._value_done(out)
+            return
+        self._put(b, out)
+
+    def _token_byte(self, b: int, out: list) -> None:
+        expect = self._expect
+        if b in _WS:
+            if self._stack:
+                self._put(b, out)
+            return
+        if b == _QUOTE and expect in (_VALUE, _VALUE_OR_CLOSE, _KEY, _KEY_OR_CLOSE):
+            self._in_str = True
+            self._key = expect in (_KEY, _KEY_OR_CLOSE)
+        elif b in (_LBRACE, _LBRACKET) and expect in (_VALUE, _VALUE_OR_CLOSE):
+            self._stack.append(b)
+            self._expect = _KEY_OR_CLOSE if b == _LBRACE else _VALUE_OR_CLOSE
+            if len(self._stack) > self.max_depth:
+                self._fail(out, f"JSON nesting deeper than {self.max_depth}")
+                return
+        elif b in (_RBRACE, _RBRACKET) and self._stack and b == self._stack[-1] + 2 and \
+                expect in (_AFTER, _KEY_OR_CLOSE if b == _RBRACE else _VALUE_OR_CLOSE):
+            self._stack.pop()                   # '}' = '{' + 2, ']' = '[' + 2
+            self._put(b, out)
+            self._value_done(out)
+            return
+        elif b == _COMMA and expect == _AFTER:
+            self._expect = _KEY if self._stack[-1] == _LBRACE else _VALUE
+        elif b == _COLON and expect == _COLON_DUE:
+            self._expect = _VALUE
+        elif b in _BARE and expect in (_VALUE, _VALUE_OR_CLOSE):
+            self._in_bare = True
+        else:
+            self._unexpected(b, out)
+            return
+        self._put(b, out)
+
+    def _unexpected(self, b: int, out: list) -> None:
+        if b not in _BARE and b not in _STRUCTURAL:
+            self._fail(out, f"JSON parse error, stray {_show(b)}")
+            return
+        ends_text = len(self._stack) == 1 and b == self._stack[0] + 2    # '{'+2 = '}'
+        self._fail(out, f"JSON parse error, unexpected {_show(b)}: expected "
+                   f"{_EXPECTED[self._expect]}")
+        if ends_text:                           # '{"a": 1,}': the text is over all the same
+            self._skip = False
+        elif b == _LBRACE:                      # the start of the next text, most likely
+            self._step(b, out)
+
+    def _put(self, b: int, out: list) -> None:
+        self._buf.append(b)
+        if len(self._buf) > self.max_text:
+            self._fail(out, f"JSON text longer than {self.max_text} bytes")
+
+    def _value_done(self, out: list) -> None:
+        if self._stack:
+            self._expect = _AFTER
+        elif self._buf:
+            out.append(bytes(self._buf))
+            self._buf.clear()
+            self._expect = _VALUE
+
+
+def _show(b: int) -> str:
+    return f"'{chr(b)}'" if 0x20 <= b < 0x7F else f"'\\x{b:02x}'"
 
 
 # ---- one client ----
@@ -225,7 +355,15 @@ class QmpSession:
         if transport.is_closing():
             self._close("connection closing")
             return
-        self._writer.write(json.dumps(obj, separators=(", ", ": ")).encode() + b"\r\n")
+        try:
+            data = encode(obj)
+        except ValueError as err:       # a bug put NaN or the like in a reply: say so
+            self.server.limiter.warning("not JSON", "reply is not strict JSON: %s", err)
+            fixed = _error(f"internal error: the reply is not JSON ({err})")
+            if "id" in obj:
+                fixed["id"] = obj["id"]
+            data = encode(fixed)
+        self._writer.write(data)
         if transport.get_write_buffer_size() > MAX_BACKLOG:
             self.log.warning("client is not reading (%d bytes queued): dropping it",
                              transport.get_write_buffer_size())
@@ -235,7 +373,7 @@ class QmpSession:
         if self.phase is Phase.CLOSED:
             return
         self.phase = Phase.CLOSED
-        self.log.info("disconnected: %s", why)
+        self.server.limiter.info("disconnected", "client%d disconnected: %s", self.number, why)
         try:
             if abort:
                 self._writer.transport.abort()
@@ -252,7 +390,7 @@ class QmpSession:
 
     async def run(self) -> None:
         """Serve the client until EOF, an error, or cancellation (server closing)."""
-        self.log.info("connected")
+        self.server.limiter.info("connected", "client%d connected", self.number)
         why = "EOF"
         try:
             self.send(greeting())
@@ -281,12 +419,13 @@ class QmpSession:
     def handle(self, item: bytes | FramingError) -> dict | None:
         """One JSON text (or framing error) -> its reply."""
         if isinstance(item, FramingError):
-            self.log.info("bad input: %s", item.desc)
+            self.server.limiter.info("bad input", "client%d: bad input: %s", self.number,
+                                     item.desc)
             return _error(item.desc)
         try:
-            msg = json.loads(item)
+            msg = decode(item)
         except (ValueError, RecursionError) as err:     # UnicodeDecodeError is a ValueError
-            self.log.info("bad JSON: %s", err)
+            self.server.limiter.info("bad input", "client%d: bad JSON: %s", self.number, err)
             return _error(f"JSON parse error, {err}")
         if not isinstance(msg, dict):
             return _error("QMP input must be a JSON object")
@@ -345,10 +484,13 @@ class QmpServer:
 
     def __init__(self, path: str, commands: CommandTable,
                  logger: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 max_sessions: int = MAX_SESSIONS) -> None:
         self.path = path
         self.commands = commands
+        self.max_sessions = max_sessions
         self.log = logger or logging.getLogger("fifolab.qmp")
+        self.limiter = LogLimiter(self.log, burst=20)
         self.state = State.NEW
         self._clock = clock
         self._server: asyncio.AbstractServer | None = None
@@ -407,6 +549,14 @@ class QmpServer:
     async def _on_client(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         if self.state is not State.LISTENING:
+            writer.close()
+            return
+        if len(self._sessions) >= self.max_sessions:
+            self.limiter.warning("refused", "refusing a QMP client: %d sessions are open (the "
+                                 "most served at once)", len(self._sessions))
+            writer.write(encode(_error(f"Too many QMP sessions: {len(self._sessions)} are "
+                                       f"open, the most this monitor serves at once; try "
+                                       f"again when one has closed")))
             writer.close()
             return
         self._count += 1

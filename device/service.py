@@ -6,6 +6,10 @@ with at most one QMP monitor (:class:`~device.qmp.QmpServer` + :class:`~device.m
 for all of them; prints ``READY`` once every socket (wire and QMP sockets included) listens, and
 returns when ``stop`` is set.
 
+The loop's own error reports (asyncio's "socket.accept() out of system resource" when the
+QMP listener meets EMFILE: asyncio then retries every second) go to the model's log, without a
+traceback and rate limited.
+
 The service gives the core what it must not own itself: a timer (``schedule`` -> ``tick`` via
 ``loop.call_later``, for delayed completions) and an event sink (``emit`` -> the monitor's
 events, with the device's index added).
@@ -26,8 +30,10 @@ from .core import FifoDevice
 from .faults import FaultSet
 from .guestmem import GuestMemory, open_ram_file
 from .ivshmem import SERVER_PEER_ID, IvshmemServer
+from .listener import OUT_OF_RESOURCES
 from .monitor import Monitor
 from .qmp import QmpServer
+from .ratelimit import LogLimiter
 from .wire import HostWire
 
 __all__ = ["DeviceService", "serve", "LOGGER_NAME"]
@@ -123,6 +129,9 @@ async def serve(sockets: list, ram_path: str, ram_size: int, fifo_depth: int,
     services: list[DeviceService] = []
     qmp: QmpServer | None = None
     ids = itertools.count(1)
+    loop = asyncio.get_running_loop()
+    old_handler = loop.get_exception_handler()
+    loop.set_exception_handler(_loop_errors(LogLimiter(logging.getLogger(LOGGER_NAME))))
     try:
         for index, spec in enumerate(sockets):
             path, wire_path = (spec, None) if isinstance(spec, str) else spec
@@ -147,7 +156,20 @@ async def serve(sockets: list, ram_path: str, ram_size: int, fifo_depth: int,
         for svc in reversed(services):
             svc.close()
         mem.close()
+        loop.set_exception_handler(old_handler)
         try:
             ram.close()
         except BufferError:
             logging.getLogger(LOGGER_NAME).warning("guest RAM mapping still in use at exit")
+
+
+def _loop_errors(limiter: LogLimiter):
+    """A loop exception handler: lack of resources is a rate-limited line, the rest as
+    asyncio reports it."""
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        err = context.get("exception")
+        if isinstance(err, OSError) and err.errno in OUT_OF_RESOURCES:
+            limiter.warning("loop resources", "%s: %s", context.get("message"), err)
+        else:
+            loop.default_exception_handler(context)
+    return handler

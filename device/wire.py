@@ -5,19 +5,25 @@ Protocol: none.  Raw bytes both ways, no framing: what the client sends arrives 
 RX FIFO (and so in its ``read()``s), what the guest ``write()``s comes out to the client.
 
 One client at a time.  A connection while one is live is refused: closed at once, with a
-warning in the log.  EOF from the client ends its session (half-close is not supported: a
-client that has finished sending but still reads keeps its write side open).  A new client
-then continues the stream where the last one left it: TX FIFO bytes, and host bytes this
-server received but the device has not taken yet, stay queued across clients.  (Bytes the
+warning in the log (rate limited).  EOF from the client ends its session (half-close is not
+supported: a client that has finished sending but still reads keeps its write side open).  A
+new client then continues the stream where the last one left it: TX FIFO bytes, and host bytes
+this server received but the device has not taken yet, stay queued across clients.  (Bytes the
 kernel already accepted into a client's socket are that client's; if it leaves without
 reading them they are gone with it.)
+
+A hang-up is noticed in every device state.  While reading is off (below) the socket is not
+watched, so the client's going is checked with ``poll(POLLRDHUP)`` every ``HANGUP_POLL``
+seconds, and at once when another client knocks.  What a client sent before it hung up is
+still delivered, in order: its unread bytes (at most ``MAX_LEFT``; the kernel held them
+already) are read out of its socket and held here, and a new client's bytes follow them.
 
 Flow control, with nothing dropped::
 
     client --recv_into(<= min(chunk, host_rx_space()))--> host_write --> RX FIFO --> guest RX
         The reader is removed while host_rx_space() is 0 (RX FIFO full, or the device not
         READY) or while received bytes are still held; the socket then fills and the client's
-        send() blocks.  After each doorbell the core calls wake_host() (= kick()), and the
+        send() blocks (and its hang-up is polled for, above).  After each doorbell the core calls wake_host() (= kick()), and the
         reader comes back as soon as there is room.
 
     guest TX --> TX FIFO --host_tx_peek()--> send() --host_tx_commit(sent)--> (TX FIFO space)
@@ -45,17 +51,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 from typing import Callable
 
 from .core import FifoDevice
 from .errors import FaultError, TransportError
 from .faults import Flood
-from .ivshmem import State, accept_one, listen_unix
+from .ivshmem import State, listen_unix
+from .listener import Acceptor
+from .ratelimit import LogLimiter
 
-__all__ = ["HostWire", "DEFAULT_CHUNK"]
+__all__ = ["HostWire", "DEFAULT_CHUNK", "HANGUP_POLL", "MAX_LEFT"]
 
 DEFAULT_CHUNK = 65536       # most bytes received from the client per read
+HANGUP_POLL = 0.2           # seconds between hang-up checks while not reading
+MAX_LEFT = 4 << 20          # most bytes kept from a client that hung up while not read
+_HUNG_UP = select.POLLHUP | select.POLLRDHUP | select.POLLERR
 
 
 class HostWire:
@@ -73,6 +85,9 @@ class HostWire:
         self.bytes_out = 0          # device -> host, taken by a client's socket
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: socket.socket | None = None
+        self._acceptor: Acceptor | None = None
+        self._limiter = LogLimiter(self.log, burst=20)
+        self._hangup_timer: asyncio.TimerHandle | None = None
         self._client: socket.socket | None = None
         self._client_no = 0
         self._session = [0, 0]      # this client's bytes in, out
@@ -82,6 +97,7 @@ class HostWire:
         self._inbuf = bytearray(chunk)
         self._in = memoryview(self._inbuf)
         self._held = (0, 0)         # _inbuf[start:end]: received, not yet taken by the device
+        self._left = bytearray()    # then these: what a client that hung up had still sent
         self.flood: Flood | None = None         # the flood being fed, or the last one
         self.emit: Callable[[str, dict], None] = lambda name, data: None
 
@@ -94,7 +110,7 @@ class HostWire:
     @property
     def held(self) -> int:
         """Bytes received from a client that the device has not taken yet."""
-        return self._held[1] - self._held[0]
+        return self._held[1] - self._held[0] + len(self._left)
 
     # ---- life cycle ----
 
@@ -103,7 +119,8 @@ class HostWire:
             raise TransportError(f"start() in state {self.state.value}")
         self._loop = asyncio.get_running_loop()
         self._listener = listen_unix(self.path)
-        self._loop.add_reader(self._listener.fileno(), self._on_accept)
+        self._acceptor = Acceptor(self._listener, self._on_accept, self.log, "wire")
+        self._acceptor.start()
         self.state = State.LISTENING
         self.log.info("host wire listening on %s", self.path)
 
@@ -114,9 +131,10 @@ class HostWire:
         was_listening = self.state is State.LISTENING
         self.state = State.CLOSED
         self._drop_client("wire closing")
+        if self._acceptor is not None:
+            self._acceptor.close()
+            self._acceptor = None
         if self._listener is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.remove_reader(self._listener.fileno())
             self._listener.close()
             self._listener = None
         if was_listening:
@@ -195,11 +213,17 @@ class HostWire:
 
     def _push_held(self) -> None:
         start, end = self._held
-        if start == end:
-            return
-        n = self.core.host_write(self._in[start:end])
-        self._took_in(n)
-        self._held = (0, 0) if start + n == end else (start + n, end)
+        if start != end:
+            n = self.core.host_write(self._in[start:end])
+            self._took_in(n)
+            self._held = (0, 0) if start + n == end else (start + n, end)
+            if start + n != end:
+                return
+        if self._left:
+            with memoryview(self._left) as view:
+                n = self.core.host_write(view)
+            del self._left[:n]
+            self._took_in(n)
 
     def _took_in(self, n: int) -> None:
         self.bytes_in += n
@@ -207,21 +231,21 @@ class HostWire:
 
     # ---- the client's side ----
 
-    def _on_accept(self) -> None:
-        sock = accept_one(self._listener, self.log, "wire")
-        if sock is None:
-            return
+    def _on_accept(self, sock: socket.socket) -> None:
+        self._check_hangup()
         if self._client is not None:
-            self.log.warning("refusing a second host wire client on %s: client #%d is "
-                             "connected (one at a time)", self.path, self._client_no)
+            self._limiter.warning("refused", "refusing a second host wire client on %s: "
+                                  "client #%d is connected (one at a time)", self.path,
+                                  self._client_no)
             sock.close()
             return
         sock.setblocking(False)
         self._client = sock
         self._client_no += 1
         self._session = [0, 0]
-        self.log.info("wire client #%d connected (%d TX bytes queued, %d host bytes held)",
-                      self._client_no, self.core.host_tx_pending(), self.held)
+        self._limiter.info("connected", "wire client #%d connected (%d TX bytes queued, %d "
+                           "host bytes held)", self._client_no, self.core.host_tx_pending(),
+                           self.held)
         self.emit("HOST_WIRE", {"connected": True, "client": self._client_no})
         self._update()
 
@@ -232,9 +256,61 @@ class HostWire:
         self._set_reading(False, sock)
         self._set_writing(False, sock)
         sock.close()
-        self.log.info("wire client #%d gone: %s (in %d, out %d bytes)", self._client_no, why,
-                      *self._session)
+        self._limiter.info("gone", "wire client #%d gone: %s (in %d, out %d bytes)",
+                           self._client_no, why, *self._session)
         self.emit("HOST_WIRE", {"connected": False, "client": self._client_no})
+
+    # ---- a hang-up while reading is off ----
+
+    def _check_hangup(self) -> None:
+        """If the client has hung up, keep what it sent and drop it."""
+        sock = self._client
+        if sock is None:
+            return
+        p = select.poll()
+        p.register(sock.fileno(), select.POLLRDHUP)
+        if not any(ev & _HUNG_UP for _, ev in p.poll(0)):
+            return
+        lost = self._salvage(sock)
+        self._drop_client("hung up while not read" + (f", {lost} bytes beyond the "
+                                                       f"{MAX_LEFT} kept were lost"
+                                                       if lost else ""))
+        self.kick()
+
+    def _salvage(self, sock: socket.socket) -> int:
+        """Read what a client that hung up left in its socket into ``_left``; the bytes
+        beyond ``MAX_LEFT`` are dropped: return how many."""
+        lost = 0
+        while True:
+            room = MAX_LEFT - len(self._left)
+            try:
+                data = sock.recv(min(room, 65536) if room > 0 else 65536)
+            except OSError:             # EAGAIN, ECONNRESET: nothing more
+                break
+            if not data:
+                break
+            if room > 0:
+                self._left += data
+            else:
+                lost += len(data)
+        if lost:
+            self.log.warning("wire client #%d hung up with more unread bytes than %d: %d "
+                             "dropped", self._client_no, MAX_LEFT, lost)
+        return lost
+
+    def _watch_hangup(self, on: bool) -> None:
+        if on and self._hangup_timer is None and self._loop is not None:
+            self._hangup_timer = self._loop.call_later(HANGUP_POLL, self._poll_hangup)
+        elif not on and self._hangup_timer is not None:
+            self._hangup_timer.cancel()
+            self._hangup_timer = None
+
+    def _poll_hangup(self) -> None:
+        self._hangup_timer = None
+        if self.state is not State.LISTENING:
+            return
+        self._check_hangup()
+        self._watch_hangup(self._client is not None and not self._reading)
 
     def _on_readable(self) -> None:
         sock = self._client
@@ -302,6 +378,7 @@ class HostWire:
     # ---- event-loop registrations ----
 
     def _set_reading(self, on: bool, sock: socket.socket | None = None) -> None:
+        self._watch_hangup(not on and self._client is not None)
         sock = sock or self._client
         if on == self._reading or sock is None:
             return

@@ -514,10 +514,12 @@ def test_fuzzed_input_never_raises():
     import random
 
     from device.qmp import QmpSession
+    from device.ratelimit import LogLimiter
     d = Driver()
     devs = [SimpleNamespace(core=d.dev, wire=None, wire_path=None, path="f",
                             server=SimpleNamespace(client_id=None))]
-    server = SimpleNamespace(log=logging.getLogger("fuzz"), commands=Monitor(devs).table)
+    server = SimpleNamespace(log=logging.getLogger("fuzz"), commands=Monitor(devs).table,
+                             limiter=LogLimiter(logging.getLogger("fuzz")))
     session = QmpSession(server, None, None, 0)
     session.phase = qmp_mod.Phase.COMMAND
     rng = random.Random(1)

@@ -18,6 +18,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from conftest import MODEL_RAM
 from device import regs
+from device.qmp import package
 from model_driver import RemoteDriver, Used
 from test_model_cli import ROOT, model, wait_ready
 from test_model_ivshmem import FakeQemu, readable
@@ -107,7 +108,7 @@ def test_qmp_shell_interoperates(tmp_path, ram_file):
         out = shell.stdout
         assert shell.returncode == 0, shell.stderr
         assert "Connected to QEMU 1.0.0" in out
-        assert '"package": "fifolab device model"' in out
+        assert f'"package": "{package()}"' in out and package().startswith("fifolab-model ")
         assert '"kind": "corrupt"' in out and '"probability": 0.25' in out and \
             '"bits": 4' in out
         assert '"class": "CommandNotFound"' in out
