@@ -218,6 +218,28 @@ class Outcome:
     seconds: float = 0.0
 
 
+def _run_stage(cmd: list[str], cwd: Path, env: dict, timeout: float) -> tuple[str, int]:
+    """Run one stage; past `timeout` it gets SIGTERM (the harness then removes its lab, run
+    directory and RAM file), and SIGKILL only if that does not end it."""
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as proc:
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            return out, proc.returncode
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                out, _ = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            return out + f"\nfifolab: timed out after {timeout:.0f} s (the suite hangs)", -1
+        except BaseException:
+            proc.terminate()
+            proc.communicate(timeout=60)
+            raise
+
+
 def run_mutant(m: Mutant, kernel: str, stages: tuple[str, ...], timeout: float,
                keep: Path | None = None) -> Outcome:
     t0 = time.monotonic()
@@ -227,15 +249,7 @@ def run_mutant(m: Mutant, kernel: str, stages: tuple[str, ...], timeout: float,
         apply(root, m)
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         for stage in stages:
-            try:
-                res = subprocess.run(_stage_cmd(stage, kernel), cwd=root, env=env,
-                                     capture_output=True, text=True, timeout=timeout)
-                output, rc = res.stdout + res.stderr, res.returncode
-            except subprocess.TimeoutExpired as err:
-                out = (err.stdout or b"") + (err.stderr or b"")
-                output = out.decode(errors="replace") if isinstance(out, bytes) else out
-                output += f"\nfifolab: timed out after {timeout:.0f} s (the suite hangs)"
-                rc = -1
+            output, rc = _run_stage(_stage_cmd(stage, kernel), root, env, timeout)
             if keep:
                 keep.mkdir(parents=True, exist_ok=True)
                 (keep / f"{m.name}.{stage}.log").write_text(output)
