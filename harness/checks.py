@@ -147,6 +147,12 @@ CHECKS: list[Check] = [
       for m in ("exec", "ring-close")],
     Check("the same ops on the device and on a pipe agree (pipediff)",
           f"pipediff {DEV0} 7 30 --quiet", path="stream", expect=" 0 differences"),
+    Check("every async request is counted once, as completed",
+          "a() { cat /sys/class/fifolab/fifolab0/async_$1; }; s=$(a submitted); "
+          f"c=$(a completed); libaio_test {DEV0} basic >/dev/null && "
+          f"uring_test {DEV0} basic >/dev/null; S=$(($(a submitted) - s)); "
+          "C=$(($(a completed) - c)); echo async submitted $S completed $C; "
+          "test $S -gt 0 && test $S -eq $C", path="driver", expect="async submitted"),
     Check("every pinned page goes back",
           f"{_PINS}; b=$(p); fifotest loop {DEV0} 300000 5 >/dev/null && "
           f"libaio_test {DEV0} basic >/dev/null && uring_test {DEV0} basic >/dev/null; "
