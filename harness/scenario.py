@@ -645,7 +645,9 @@ def cross_check(device: int, before: dict, after: dict, events: list[dict]) -> l
               "hostile faults fired"),
              ("stalls", 1_000_000 if seen("STATE_CHANGE", stalled=True) else 0,
               "stalls the model reported"))
-    out = []
+    out: list[Verdict] = []
+    if not after:
+        return out          # the device was removed (hot-unplug): its counters went with it
     for counter, allowed, what in rules:
         if counter not in after or counter not in before:
             out.append(Verdict(f"counter {counter}", "present", "no such counter", False))
