@@ -153,6 +153,11 @@ CHECKS: list[Check] = [
           f"uring_test {DEV0} basic >/dev/null; S=$(($(a submitted) - s)); "
           "C=$(($(a completed) - c)); echo async submitted $S completed $C; "
           "test $S -gt 0 && test $S -eq $C", path="driver", expect="async submitted"),
+    Check("a cancelled libaio request is counted as cancelled, not failed",
+          "a() { cat /sys/class/fifolab/fifolab0/async_$1; }; c=$(a cancelled); "
+          f"f=$(a failed); libaio_test {DEV0} cancel >/dev/null; C=$(($(a cancelled) - c)); "
+          "F=$(($(a failed) - f)); echo async cancelled $C failed $F; "
+          "test $C -ge 1 && test $F -eq 0", path="libaio", expect="async cancelled"),
     Check("every pinned page goes back",
           f"{_PINS}; b=$(p); fifotest loop {DEV0} 300000 5 >/dev/null && "
           f"libaio_test {DEV0} basic >/dev/null && uring_test {DEV0} basic >/dev/null; "
