@@ -147,6 +147,9 @@ CHECKS: list[Check] = [
       for m in ("exec", "ring-close")],
     Check("the same ops on the device and on a pipe agree (pipediff)",
           f"pipediff {DEV0} 7 30 --quiet", path="stream", expect=" 0 differences"),
+    Check("io_uring at queue depth 32: no request ends with EAGAIN",
+          f"fifobench io io_uring 32 4096 {DEV0} --seconds 0.3", path="io_uring",
+          expect='"path": "io_uring"'),
     Check("every async request is counted once, as completed",
           "a() { cat /sys/class/fifolab/fifolab0/async_$1; }; s=$(a submitted); "
           f"c=$(a completed); libaio_test {DEV0} basic >/dev/null && "
