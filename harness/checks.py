@@ -27,10 +27,10 @@ DEVW = f"/dev/fifolab{WIRED}"
 PATHS = ("driver", "sync", "non-blocking", "poll", "SIGIO", "POSIX AIO", "libaio", "io_uring",
          "stream")
 
-# Pages pinned right now, as the kernel counts them (FOLL_PIN acquired - released).
-# stat_refresh folds the per-CPU counter deltas in first: /proc/vmstat alone lags.
-_PINS = ("p() { echo 1 > /proc/sys/vm/stat_refresh; awk '/^nr_foll_pin_acquired/{a=$2} "
-         "/^nr_foll_pin_released/{r=$2} END{print a-r}' /proc/vmstat; }")
+# Shell function p: pages pinned now (FOLL_PIN acquired - released). stat_refresh folds the
+# per-CPU counter deltas in first: /proc/vmstat alone lags.
+PINS_SH = ("p() { echo 1 > /proc/sys/vm/stat_refresh; awk '/^nr_foll_pin_acquired/{a=$2} "
+           "/^nr_foll_pin_released/{r=$2} END{print a-r}' /proc/vmstat; }")
 
 
 def pattern(n: int) -> bytes:
@@ -162,7 +162,7 @@ CHECKS: list[Check] = [
           "F=$(($(a failed) - f)); echo async cancelled $C failed $F; "
           "test $C -ge 1 && test $F -eq 0", path="libaio", expect="async cancelled"),
     Check("every pinned page goes back",
-          f"{_PINS}; b=$(p); fifotest loop {DEV0} 300000 5 >/dev/null && "
+          f"{PINS_SH}; b=$(p); fifotest loop {DEV0} 300000 5 >/dev/null && "
           f"libaio_test {DEV0} basic >/dev/null && uring_test {DEV0} basic >/dev/null; "
           f"a=$(p); echo pins before $b after $a; test \"$a\" -eq \"$b\"", path="driver",
           expect="pins before"),

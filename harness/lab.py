@@ -655,6 +655,11 @@ class Lab:
             await self._mqmp.connect(str(self.run_dir / "model-qmp.sock"))
         return await self._mqmp.execute(cmd, args)
 
+    def clear_faults(self) -> None:
+        """Disarm every fault on every device (what a test arms, it leaves armed otherwise)."""
+        for dev in range(self.cfg.devices):
+            self.model_qmp("fault-clear", {"device": dev})
+
     def model_event(self, name: str, timeout: float = 30.0, **match: Any) -> dict:
         """Wait for the model's event `name` whose data contains `match`; returns its data.
         Events since the monitor was first used are kept, so arm first, then wait."""

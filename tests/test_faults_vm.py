@@ -39,8 +39,7 @@ def lab(kernel):
 @pytest.fixture(autouse=True)
 def clean_faults(lab):
     yield
-    for dev in (0, 1):
-        lab.model_qmp("fault-clear", {"device": dev})
+    lab.clear_faults()
 
 
 def pat(seed: int, i: int) -> int:

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from harness.checks import PINS_SH
 from harness.lab import Lab, LabConfig
 
 pytestmark = pytest.mark.vm
@@ -60,9 +61,7 @@ def test_async_timeout_is_brought_forward_by_an_earlier_deadline(lab):
 def _pins(lab) -> int:
     """Pages pinned right now (FOLL_PIN), as the kernel counts them (stat_refresh first: the
     per-CPU deltas are folded into /proc/vmstat only now and then)."""
-    vm = dict(line.split() for line in lab.exec(
-        "echo 1 > /proc/sys/vm/stat_refresh; cat /proc/vmstat").check().stdout.splitlines())
-    return int(vm["nr_foll_pin_acquired"]) - int(vm["nr_foll_pin_released"])
+    return int(lab.exec(f"{PINS_SH}; p").check().stdout)
 
 
 def _rx_pending(lab) -> int:
