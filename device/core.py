@@ -32,7 +32,8 @@ One doorbell, in order::
               ENABLE set -> READY            ENABLE clear -> stop, clear READY
     if enabled:
       fetch    new heads from each avail ring; validate each chain; bad ones complete at once
-               with an error status, good ones join the queue's pending list (in order)
+               with an error status, good ones join the queue's pending list (in order); an
+               AVAIL_IDX ahead by more than the ring holds: error AVAIL_IDX, stop (needs reset)
       cancel   re-read every pending head's flags; CANCEL -> complete CANCELLED, len = moved
       pump     until nothing moves: TX head fills the FIFO, completes when all its bytes are in;
                RX head completes as soon as the FIFO holds a byte, taking min(level, len)
@@ -41,6 +42,11 @@ One doorbell, in order::
     raise    causes collected on the way (DATA_AVAIL if RX_LEVEL ends higher than it was after
              CONTROL was handled, SPACE_AVAIL likewise for TX_SPACE), per the
              INT_RAISED/INT_ACKED/INT_ENABLE rule
+
+Every step (a doorbell, a tick, a host call) is bounded: STEP_DESCS descriptors walked,
+STEP_BYTES copied (datasheet 6).  A step that reaches a bound sets ``_more``, and the one timer
+(``schedule``) brings a tick at once to carry on -- after the event loop has served everyone
+else.
 
 A NOWAIT request behind a waiting one on the same queue completes at the doorbell that sees it,
 ahead of the waiting one, with ``len = 0`` -- "now" wins over "in order".  (Behind a waiting TX
@@ -105,6 +111,7 @@ from .errors import DmaRangeError
 from .faults import Fault, FaultSet, Hook, Kind
 from .fifo import DEFAULT_DEPTH, ByteFifo
 from .guestmem import GuestMemory
+from .ratelimit import LogLimiter
 
 __all__ = ["FifoDevice", "FEATURES", "WIRED_FEATURES"]
 
@@ -120,6 +127,13 @@ FEATURES = regs.FEAT_LOOPBACK | regs.FEAT_NOWAIT | regs.FEAT_CANCEL | regs.FEAT_
 WIRED_FEATURES = regs.FEAT_HOST_WIRE | regs.FEAT_NOWAIT | regs.FEAT_CANCEL | regs.FEAT_NO_NOTIFY
 # Doorbell suppression: rounds of "look at the avail rings again" one doorbell may run.
 MAX_RECHECKS = 8
+# The work of one step (a doorbell, a tick, a host call) is bounded whatever the guest posts
+# (datasheet 6): a step stops fetching once it has walked STEP_DESCS descriptors and stops
+# moving data once it has copied STEP_BYTES (an RX request already started finishes, at most
+# FIFO_DEPTH more); a tick on the next turn of the event loop carries on.  So the monitor, the
+# wire and the other devices are served in between, and a hostile guest slows its own device.
+STEP_BYTES = 16 << 20
+STEP_DESCS = 8192
 # A full memory barrier: acquiring a lock is an atomic read-modify-write (lock cmpxchg on x86),
 # which orders a store before a later load -- plain Python has no other way to ask for that.
 _FENCE = threading.Lock()
@@ -131,6 +145,7 @@ _STATUS_OF_ERR = {
     regs.ERR_DESC_INDEX: regs.ST_BAD_DESC,
     regs.ERR_DESC_CHAIN: regs.ST_BAD_DESC,
     regs.ERR_DESC_LEN: regs.ST_BAD_DESC,
+    regs.ERR_REQ_LEN: regs.ST_BAD_DESC,
 }
 # queue -> cause raised when it gets used entries
 _DONE_CAUSE = {regs.QUEUE_TX: regs.INT_TX_DONE, regs.QUEUE_RX: regs.INT_RX_DONE}
@@ -200,6 +215,7 @@ class FifoDevice:
         self.peer_id = peer_id
         self._raise_vector = raise_vector or (lambda v: None)
         self.log = logger or logging.getLogger("fifolab.device")
+        self._limiter = LogLimiter(self.log)       # lines a guest can repeat at will
         self.faults = faults if faults is not None else FaultSet()
         self.clock = clock or time.monotonic
         self.schedule = schedule            # (when) -> call tick() then; None: nobody will
@@ -213,6 +229,9 @@ class FifoDevice:
         self._stalled_rings = 0
         self._wakeup_at: float | None = None
         self._last_state: tuple | None = None
+        self._more = False          # a step stopped at a bound: a tick carries on (now)
+        self._bytes_left = STEP_BYTES
+        self._descs_left = STEP_DESCS
         self._clear_state()
 
     # ---- register access (little-endian, straight on the shared buffer) ----
@@ -414,12 +433,13 @@ class FifoDevice:
             return
         self._begin()
         mark = self._levels()
-        posted = self._enabled and self._posted()
-        if posted:              # _service() stopped with posts left (see there)
+        more, self._more = self._more, False
+        work = self._enabled and (more or self._posted())
+        if work:                # a step stopped at a bound, or posts came without a doorbell
             self._w32(regs.REG_NO_NOTIFY, 1)
             self._service()
         self._finish(mark)
-        if posted:
+        if work:
             self._wake_host()
 
     # ---- the doorbell ----
@@ -453,9 +473,12 @@ class FifoDevice:
         it after publishing AVAIL_IDX (and a fence) does not ring.  So before stopping, the
         device withdraws it and looks at the avail rings once more: the driver publishes,
         fences, reads NO_NOTIFY; with a fence on both sides, either it reads 0 and rings, or
-        this look sees its post.  At most MAX_RECHECKS rounds; then a tick comes back for the
-        rest, so a driver that never stops posting cannot hold the model in one step.
+        this look sees its post.  At most MAX_RECHECKS rounds, and within the step's bounds
+        (STEP_BYTES, STEP_DESCS); then ``_more`` asks for a tick to come back for the rest, so
+        a driver that never stops posting (or posts without bound) cannot hold the model in
+        one step.
         """
+        self._more = False
         for _ in range(MAX_RECHECKS):
             before = dict(self._last_avail)
             if self._enabled:
@@ -464,29 +487,32 @@ class FifoDevice:
                 for q in QUEUES:
                     self._cancel(q)
                 self._pump()
-                for q in QUEUES:
-                    self._complete_nowait(q)
+                if self._bytes_left > 0:    # else NOWAIT requests get their turn next step
+                    for q in QUEUES:
+                        self._complete_nowait(q)
             self._w32(regs.REG_NO_NOTIFY, 0)
             with _FENCE:
                 pass
+            if self._more:
+                return          # a bound was reached: the tick carries on
             if not (self._enabled and self._posted()) or self._last_avail == before:
                 return          # nothing new (or nothing fetchable: the next doorbell says)
             self._w32(regs.REG_NO_NOTIFY, 1)
         self._w32(regs.REG_NO_NOTIFY, 0)
-        if self.schedule is not None:
-            self.schedule(self.clock())
+        self._more = True
 
     def _posted(self) -> bool:
-        """Has the driver posted on any queue since the last fetch?  (Not counting an AVAIL_IDX
-        more than a ring ahead: that driver is confused, and gets a ring's worth per doorbell.)"""
-        return any(0 < ((self._r32(regs.qctl(q, regs.QCTL_AVAIL_IDX)) - self._last_avail[q])
-                        & U32_MASK) <= regs.QUEUE_SIZE for q in QUEUES)
+        """Has the driver posted on any queue since the last fetch?"""
+        return any(self._r32(regs.qctl(q, regs.QCTL_AVAIL_IDX)) != self._last_avail[q]
+                   for q in QUEUES)
 
     def _begin(self) -> None:
-        """Start a step (doorbell, host call, tick): nothing collected yet."""
+        """Start a step (doorbell, host call, tick): nothing collected yet, the bounds full."""
         self._causes = 0
         self._bytes_in = self._bytes_out = 0
         self._entry_msgs = 0
+        self._bytes_left = STEP_BYTES
+        self._descs_left = STEP_DESCS
 
     def _wake_host(self) -> None:
         if self.host_wire and self.wake_host is not None:
@@ -497,8 +523,10 @@ class FifoDevice:
         return self._rx_fifo.level, self._tx_fifo.space
 
     def _pump(self) -> None:
-        while self._cut_through() | self._pump_tx() | self._pump_rx():
+        while self._bytes_left > 0 and (self._cut_through() | self._pump_tx() | self._pump_rx()):
             pass
+        if self._bytes_left <= 0:
+            self._more = True
 
     def _cut_through(self) -> bool:
         """Loopback, FIFO empty, a TX and an RX request waiting: copy from the writer's buffer
@@ -510,15 +538,16 @@ class FifoDevice:
             return False
         tx, rx = self._pending[regs.QUEUE_TX], self._pending[regs.QUEUE_RX]
         progress = False
-        while tx and rx and self._cut_ok(tx[0]) and self._cut_ok(rx[0]):
+        while tx and rx and self._cut_ok(tx[0]) and self._cut_ok(rx[0]) and self._bytes_left > 0:
             r = rx.popleft()
             got = 0
             for dst in r.segs:                      # fill r from successive writers
                 off = 0
-                while off < len(dst) and tx and self._cut_ok(tx[0]):
+                while off < len(dst) and tx and self._cut_ok(tx[0]) and self._bytes_left > 0:
                     t = tx[0]
                     src = t.segs[t.seg]
-                    n = min(len(dst) - off, len(src) - t.off)
+                    n = min(len(dst) - off, len(src) - t.off, self._bytes_left)
+                    self._bytes_left -= n
                     dst[off:off + n] = src[t.off:t.off + n]
                     off += n
                     t.off += n
@@ -531,7 +560,7 @@ class FifoDevice:
                         self._done(t)
                 got += off
                 if off < len(dst):
-                    break                           # no writer left to take from
+                    break                           # no writer left, or the step's bound
             r.moved = got
             self._bytes_in += got
             self._bytes_out += got
@@ -700,16 +729,20 @@ class FifoDevice:
     def _fetch(self, q: int) -> None:
         avail = self._r32(regs.qctl(q, regs.QCTL_AVAIL_IDX))
         new = (avail - self._last_avail[q]) & U32_MASK
-        if new > regs.QUEUE_SIZE:
-            # More than a ring's worth: a confused driver.  Bound the work per doorbell.
-            self.log.warning("%s: AVAIL_IDX %d is %d ahead of the device", _QUEUE_NAME[q],
-                             avail, new)
-            new = regs.QUEUE_SIZE
+        if not new:
+            return
         pend = self._pending[q]
+        # Each request holds a descriptor until its used entry is written, so a driver can
+        # have posted at most QUEUE_SIZE minus the requests the device still holds.
+        room = regs.QUEUE_SIZE - len(pend) - len(self._delayed[q])
+        if new > room:
+            self._avail_error(q, avail, new, room)
+            return
         ring = regs.queue_base(q) + regs.Q_AVAIL_OFF
         for _ in range(new):
-            if len(pend) >= regs.QUEUE_SIZE:
-                break   # cannot be legitimately: each request holds a descriptor
+            if self._descs_left <= 0:
+                self._more = True       # the step's bound: the rest on the next tick
+                return
             slot = self._last_avail[q] % regs.QUEUE_SIZE
             head = _U16.unpack_from(self._bar2, ring + 2 * slot)[0]
             self._last_avail[q] = (self._last_avail[q] + 1) & U32_MASK
@@ -721,6 +754,18 @@ class FifoDevice:
             if self.faults.armed_at(Hook.FETCH) and self._hook(Hook.FETCH, r, queue=_QNAME[q]):
                 continue        # a fault completed it
             pend.append(r)
+
+    def _avail_error(self, q: int, avail: int, new: int, room: int) -> None:
+        """AVAIL_IDX claims more posts than the ring can hold beside the requests the device
+        holds (a stale or wild index).  Which slots are new cannot be told, so none is fetched
+        -- nothing replayed -- and the device stops until the driver resets it (datasheet 5)."""
+        self._report(q, None, _ChainError(regs.ERR_AVAIL_IDX, avail))
+        self._limiter.warning("avail", "%s: AVAIL_IDX %d is %d ahead of the device, which "
+                              "holds %d requests: stopped until a reset", _QUEUE_NAME[q],
+                              avail, new, regs.QUEUE_SIZE - room)
+        self._enabled = False
+        self._need_reset = True
+        self._status &= ~regs.STS_READY
 
     def _build(self, q: int, head: int) -> Request:
         """Walk and check the chain at ``head``; raise :class:`_ChainError` if it is bad."""
@@ -736,6 +781,7 @@ class FifoDevice:
         while True:
             if len(segs) >= regs.MAX_SEGS:
                 raise _ChainError(regs.ERR_DESC_CHAIN, head)      # too long, or a loop
+            self._descs_left -= 1
             addr, length, flags, nxt = _DESC.unpack_from(self._bar2, table + idx * regs.DESC_SIZE)
             if debug:
                 self.log.debug("%s desc %d: addr=%#x len=%d flags=%#x next=%d",
@@ -750,6 +796,8 @@ class FifoDevice:
             except DmaRangeError:
                 raise _ChainError(regs.ERR_DMA_RANGE, addr) from None
             total += length
+            if total > regs.MAX_REQ_BYTES:
+                raise _ChainError(regs.ERR_REQ_LEN, head)
             if not flags & regs.DESC_F_NEXT:
                 break
             if nxt >= regs.QUEUE_SIZE:
@@ -760,17 +808,21 @@ class FifoDevice:
 
     def _fail(self, q: int, head: int, err: _ChainError, injected: bool = False) -> None:
         """Report a bad request (datasheet section 5) and complete it with its status."""
-        status = _STATUS_OF_ERR[err.code]
+        self._report(q, head, err, injected)
+        self._complete(q, head, 0, _STATUS_OF_ERR[err.code])
+
+    def _report(self, q: int, head: int | None, err: _ChainError,
+                injected: bool = False) -> None:
+        """ERR_CODE, ERR_ADDR, STATUS.DMA_ERROR, ERR_COUNT, the ERROR cause, the event."""
         self._w32(regs.REG_ERR_CODE, err.code)
         self._w64(regs.REG_ERR_ADDR, err.addr)
         self._status |= regs.STS_DMA_ERROR
         self._err_count += 1
         self._causes |= regs.INT_ERROR
-        self.log.debug("%s head %d: error code %d at %#x%s", _QUEUE_NAME[q], head, err.code,
+        self.log.debug("%s head %s: error code %d at %#x%s", _QUEUE_NAME[q], head, err.code,
                        err.addr, " (injected)" if injected else "")
         self.emit("DMA_ERROR", {"queue": _QNAME[q], "head": head, "addr": err.addr,
                                 "code": err.code, "injected": injected})
-        self._complete(q, head, 0, status)
 
     # ---- completing ----
 
@@ -799,8 +851,11 @@ class FifoDevice:
                 self._complete(q, head, moved, regs.ST_OK, total)
 
     def _want_wakeup(self) -> None:
-        """Ask ``schedule`` for a :meth:`tick` when the earliest delayed completion is due."""
+        """Ask ``schedule`` for a :meth:`tick` when the earliest delayed completion is due, or
+        at once if a step stopped at a bound (one timer serves both)."""
         dues = [d[0][0] for d in self._delayed.values() if d]
+        if self._more:
+            dues.append(self.clock())
         if not dues:
             self._wakeup_at = None
             return
@@ -881,14 +936,15 @@ class FifoDevice:
         pend = self._pending[regs.QUEUE_TX]
         fifo = self._tx_fifo
         progress = False
-        while pend:
+        while pend and self._bytes_left > 0:
             r = pend[0]
-            while r.seg < len(r.segs) and fifo.space:
+            while r.seg < len(r.segs) and fifo.space and self._bytes_left > 0:
                 seg = r.segs[r.seg]
-                src = seg[r.off:]
+                src = seg[r.off:r.off + min(fifo.space, self._bytes_left)]
                 if r.flips:
-                    src = _flipped(src[:fifo.space], r.moved, r.flips)
+                    src = _flipped(src, r.moved, r.flips)
                 n = fifo.put(src)
+                self._bytes_left -= n
                 r.off += n
                 r.moved += n
                 self._bytes_in += n
@@ -896,8 +952,8 @@ class FifoDevice:
                 if r.off == len(seg):
                     r.seg += 1
                     r.off = 0
-            if r.moved < r.total and not r.nowait:
-                break       # waits for space; the requests behind it wait too
+            if r.moved < r.total and (not r.nowait or self._bytes_left <= 0):
+                break       # waits for space (or the next step); the requests behind it wait
             pend.popleft()
             self._done(r)
             progress = True
@@ -908,14 +964,15 @@ class FifoDevice:
         pend = self._pending[regs.QUEUE_RX]
         fifo = self._rx_fifo
         progress = False
-        while pend:
+        while pend and self._bytes_left > 0:
             r = pend[0]
             if not fifo.level and not r.nowait:
                 break       # waits for data
-            for seg in r.segs:
+            for seg in r.segs:              # at most FIFO_DEPTH: one request finishes whole
                 if not fifo.level:
                     break
                 r.moved += fifo.get_into(seg)
+            self._bytes_left -= r.moved
             self._bytes_out += r.moved
             pend.popleft()
             if r.corrupt is not None:

@@ -104,6 +104,7 @@ QUEUE_RX = 1                      # device -> driver: read()
 NUM_QUEUES = 2
 QUEUE_SIZE = 1024
 MAX_SEGS = 260                    # 1 MiB at any alignment needs 257 pages
+MAX_REQ_BYTES = 0x40000000        # most bytes one request's segments may add up to (1 GiB)
 QUEUE_BASE = 0x10000
 QUEUE_STRIDE = 0x10000
 Q_DESC_OFF = 0x0000               # struct desc[QUEUE_SIZE]
@@ -136,6 +137,8 @@ ERR_DMA_RANGE = 1
 ERR_DESC_INDEX = 2
 ERR_DESC_CHAIN = 3
 ERR_DESC_LEN = 4
+ERR_REQ_LEN = 5                   # the segments add up to more than MAX_REQ_BYTES
+ERR_AVAIL_IDX = 6                 # AVAIL_IDX ahead by more than the ring can hold: needs reset
 
 
 def qctl(q: int, field: int) -> int:

@@ -205,8 +205,8 @@
 
 /* bytes a blocking write pins at a time; an async one pins all it has */
 #define FIFOLAB_SYNC_PIN	SZ_4M
-/* bytes in one window (a used entry's len is a u32) */
-#define FIFOLAB_MAX_WINDOW	SZ_1G
+/* bytes in one window: what the device takes in one request (datasheet 5) */
+#define FIFOLAB_MAX_WINDOW	FIFOLAB_MAX_REQ_BYTES
 #define FIFOLAB_HW_TIMEOUT_US	USEC_PER_SEC	/* reset, enable (datasheet 3) */
 
 static unsigned int cancel_timeout_ms = 2000;
@@ -1336,6 +1336,33 @@ static bool fifolab_recover(struct fifolab_dev *fdev, int err, bool report)
 	return true;
 }
 
+/* ERR_CODE names, datasheet 5 */
+static const char * const fifolab_err_names[] = {
+	[FIFOLAB_ERR_NONE] = "none",
+	[FIFOLAB_ERR_DMA_RANGE] = "DMA_RANGE",
+	[FIFOLAB_ERR_DESC_INDEX] = "DESC_INDEX",
+	[FIFOLAB_ERR_DESC_CHAIN] = "DESC_CHAIN",
+	[FIFOLAB_ERR_DESC_LEN] = "DESC_LEN",
+	[FIFOLAB_ERR_REQ_LEN] = "REQ_LEN",
+	[FIFOLAB_ERR_AVAIL_IDX] = "AVAIL_IDX",
+};
+
+/*
+ * The device reported an error.  A request's own error (codes 1-5) also
+ * completes that request with an error status, which fails it; AVAIL_IDX
+ * (6) stops the device (READY clear) and the caller recovers as from a
+ * reset the device did itself.
+ */
+static void fifolab_log_error(struct fifolab_dev *fdev)
+{
+	u32 code = fifolab_rd32(fdev, FIFOLAB_REG_ERR_CODE);
+	u64 addr = fifolab_rd64(fdev, FIFOLAB_REG_ERR_ADDR);
+
+	dev_err_ratelimited(&fdev->dev, "device error %u (%s) at %#llx\n",
+			    code, code < ARRAY_SIZE(fifolab_err_names) ?
+			    fifolab_err_names[code] : "unknown", addr);
+}
+
 /*
  * Ack every pending cause, then act on it: the interrupt handler, and the
  * watchdog for a message that never came.  Returns the causes that were
@@ -1358,21 +1385,21 @@ static u32 fifolab_handle(struct fifolab_dev *fdev, bool from_irq)
 	mb();		/* the ack before the indices it covers (datasheet 2) */
 
 	if (causes & FIFOLAB_INT_ERROR)
-		dev_err_ratelimited(&fdev->dev, "device error %u at %#llx\n",
-				    fifolab_rd32(fdev, FIFOLAB_REG_ERR_CODE),
-				    fifolab_rd64(fdev, FIFOLAB_REG_ERR_ADDR));
+		fifolab_log_error(fdev);
 
 	/*
 	 * A reset we did not ask for (ours run with causes masked and outside
 	 * RUNNING): everything in flight was dropped without a used entry and
-	 * USED_IDX is 0 again.  Do not reap; re-initialise (datasheet 7).
+	 * USED_IDX is 0 again.  Or the device stopped itself (READY clear, the
+	 * AVAIL_IDX error of datasheet 5): it completes nothing more until a
+	 * reset.  Either way, do not reap; re-initialise (datasheet 7).
 	 */
 	status = fifolab_rd32(fdev, FIFOLAB_REG_STATUS);
 	if (running && ((causes & FIFOLAB_INT_RESET) ||
 			!(status & FIFOLAB_STS_READY))) {
 		atomic64_inc(&fdev->device_resets);
 		dev_warn_ratelimited(&fdev->dev,
-				     "device reset itself (status %#x): recovering\n",
+				     "device reset or stopped itself (status %#x): recovering\n",
 				     status);
 		fifolab_recover(fdev, -EIO, true);
 		return causes;

@@ -82,6 +82,7 @@
 #define FIFOLAB_NUM_QUEUES		2
 #define FIFOLAB_QUEUE_SIZE		1024
 #define FIFOLAB_MAX_SEGS		260
+#define FIFOLAB_MAX_REQ_BYTES		0x40000000	/* bytes one request may carry */
 #define FIFOLAB_QUEUE_BASE		0x10000
 #define FIFOLAB_QUEUE_STRIDE		0x10000
 #define FIFOLAB_Q_DESC_OFF		0x0000
@@ -114,6 +115,8 @@
 #define FIFOLAB_ERR_DESC_INDEX		2
 #define FIFOLAB_ERR_DESC_CHAIN		3
 #define FIFOLAB_ERR_DESC_LEN		4
+#define FIFOLAB_ERR_REQ_LEN		5	/* segments add up to > MAX_REQ_BYTES */
+#define FIFOLAB_ERR_AVAIL_IDX		6	/* AVAIL_IDX too far ahead: reset */
 
 struct fifolab_desc {
 	__le64 addr;

@@ -44,8 +44,10 @@ class Driver:
 
     def __init__(self, ram_size: int = 4 << 20, low_limit: int | None = None,
                  depth: int = 65536, enable: bool = True, int_enable: int = regs.INT_ALL,
-                 host_wire: bool = False):
-        self.ram = bytearray(ram_size)
+                 host_wire: bool = False, ram=None):
+        # ``ram``: a buffer of ram_size bytes to use instead of a new bytearray (an anonymous
+        # mmap costs nothing for pages never touched: requests of hundreds of MiB)
+        self.ram = ram if ram is not None else bytearray(ram_size)
         self.mem = GuestMemory(self.ram, ram_size, low_limit)
         self.bar2 = bytearray(regs.BAR2_SIZE)
         self.vectors: list[int] = []
