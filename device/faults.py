@@ -45,7 +45,7 @@ from .commands import Arg
 from .errors import CommandError, FaultError
 
 __all__ = ["Hook", "Kind", "FaultSpec", "SPECS", "COMMON_ARGS", "Fault", "FaultSet", "Flood",
-           "FLOOD_PATTERNS", "HOSTILE_KINDS"]
+           "FLOOD_PATTERNS", "HOSTILE_KINDS", "MAX_COUNT", "MAX_SEED"]
 
 
 class Hook(enum.Enum):
@@ -73,13 +73,16 @@ _QUEUE = Arg("queue", "str", default="any", choices=("tx", "rx", "any"),
              doc="tx (guest->device), rx (device->guest) or any")
 _VECTOR = Arg("vector", "int", min=0, max=1, doc="MSI-X vector (default: any / 0)")
 
+MAX_COUNT = 1_000_000       # opportunities an armed fault fires at (0 = until cleared)
+MAX_SEED = (1 << 64) - 1
+
 COMMON_ARGS = (
-    Arg("count", "int", default=1, min=0,
+    Arg("count", "int", default=1, min=0, max=MAX_COUNT,
         doc="opportunities at which the fault fires; 0 = until cleared"),
     Arg("probability", "number", default=1.0, min=0, max=1,
         doc="chance of firing at each opportunity"),
-    Arg("seed", "int", min=0, doc="seed of the fault's random draws (default: chosen, "
-        "reported by fault-list)"),
+    Arg("seed", "int", min=0, max=MAX_SEED, doc="seed of the fault's random draws (default: "
+        "chosen, reported by fault-list)"),
 )
 
 

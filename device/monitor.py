@@ -18,15 +18,14 @@ arguments of each kind from its spec -- plus a few actions that are not armed fa
 Every integer and number argument has a maximum (a request is bounded work: a count of
 10**12 spurious messages would loop inside the event loop for ever).  The fault schemas in
 ``device/faults.py`` bound what is a size or a duration; the rest is bounded here, where the
-arguments are validated (:data:`LIMITS`), and :meth:`Monitor._register` refuses a command
-with an unbounded one.  ``query-commands`` lists ``min`` and ``max``.
+arguments are validated against their maxima, and :meth:`Monitor._register` refuses a
+command with an unbounded one.  ``query-commands`` lists ``min`` and ``max``.
 
 ``docs/faults.md`` has the user's view.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from typing import Any, Callable, Sequence
@@ -34,19 +33,19 @@ from typing import Any, Callable, Sequence
 from . import regs
 from .commands import ERR_DEVICE_NOT_FOUND, Arg, CommandTable
 from .errors import CommandError, FaultError
-from .faults import COMMON_ARGS, FLOOD_PATTERNS, SPECS, Flood, Hook, Kind
+from .faults import COMMON_ARGS, FLOOD_PATTERNS, MAX_COUNT, MAX_SEED, SPECS, Flood, Hook, Kind
 from .qmp import package
 
-__all__ = ["Monitor", "EVENTS", "LIMITS", "MAX_COUNT", "MAX_NOW"]
+__all__ = ["Monitor", "EVENTS", "MAX_NOW"]
 
-MAX_COUNT = 1_000_000       # opportunities an armed fault fires at (0 = until cleared)
 MAX_NOW = 1000              # spurious messages sent at once (when=now): ~2 ms of the loop
-LIMITS = {"count": MAX_COUNT, "seed": (1 << 64) - 1, "device": 255, "id": (1 << 63) - 1}
+MAX_DEVICE = 255
+MAX_ID = (1 << 63) - 1
 
 EVENTS = ("FAULT_FIRED", "DMA_ERROR", "DEVICE_RESET", "STATE_CHANGE", "HOST_WIRE",
           "FLOOD_DONE")
 
-_DEVICE = Arg("device", "int", default=0, min=0, max=LIMITS["device"],
+_DEVICE = Arg("device", "int", default=0, min=0, max=MAX_DEVICE,
               doc="device index (--socket order)")
 _WHEN = Arg("when", "str", default="now", choices=("now", "doorbell"),
             doc="now: at once; doorbell: armed, at the start of the next doorbell(s)")
@@ -94,7 +93,7 @@ class Monitor:
         command("query-fifolab", _DEVICE)(self.query_fifolab)
         command("fault-list", _DEVICE)(self.fault_list)
         command("fault-clear", _DEVICE,
-                Arg("id", "int", min=0, max=LIMITS["id"],
+                Arg("id", "int", min=0, max=MAX_ID,
                     doc="the fault to disarm (default: all)"))(
                     self.fault_clear)
         for spec in SPECS.values():
@@ -115,20 +114,15 @@ class Monitor:
                 Arg("bytes", "int", min=1, max=1 << 32,
                     doc="bytes to push (default: 4 x FIFO depth)"),
                 Arg("pattern", "str", default="counter", choices=FLOOD_PATTERNS),
-                Arg("seed", "int", min=0, max=LIMITS["seed"]))(self.fault_flood)
+                Arg("seed", "int", min=0, max=MAX_SEED))(self.fault_flood)
 
     @staticmethod
     def _bounded(args: tuple[Arg, ...]) -> tuple[Arg, ...]:
-        """``args`` with a maximum from :data:`LIMITS` where they have none; a ValueError
-        for a numeric argument that would stay unbounded."""
-        out = []
+        """``args``, or a ValueError for a numeric argument without a maximum."""
         for a in args:
             if a.type in ("int", "number") and a.max is None:
-                if a.name not in LIMITS:
-                    raise ValueError(f"argument {a.name} has no maximum: add one to LIMITS")
-                a = dataclasses.replace(a, max=LIMITS[a.name])
-            out.append(a)
-        return tuple(out)
+                raise ValueError(f"argument {a.name} has no maximum: give it one")
+        return args
 
     # ---- handlers: QMP basics ----
 

@@ -20,7 +20,8 @@ from qemu.qmp.protocol import ConnectError
 
 from conftest import MODEL_RAM
 from device import regs
-from device.monitor import LIMITS, MAX_COUNT, MAX_NOW
+from device.faults import MAX_COUNT, MAX_SEED
+from device.monitor import MAX_ID, MAX_NOW
 from device.qmp import MAX_SESSIONS, JsonSplitter, FramingError, package
 from device.ratelimit import LogLimiter
 from model_driver import RemoteDriver
@@ -54,11 +55,11 @@ def test_huge_counts_are_refused_and_the_monitor_answers_at_once(tmp_path):
                         ("fault-spurious-irq", {"count": MAX_NOW + 1},
                          f"'count' expects a value in [1, {MAX_NOW}] with when=now"),
                         ("fault-dma-error", {"count": MAX_COUNT + 1}, str(MAX_COUNT)),
-                        ("fault-dma-error", {"seed": 1 << 64}, str(LIMITS["seed"])),
+                        ("fault-dma-error", {"seed": 1 << 64}, str(MAX_SEED)),
                         ("fault-slow", {"latency_us": 10 ** 9}, "[0, 60000000]"),
                         ("fault-corrupt", {"bits": 4097}, "[1, 4096]"),
                         ("fault-list", {"device": 10 ** 6}, "[0, 255]"),
-                        ("fault-clear", {"id": 1 << 63}, str(LIMITS["id"]))):
+                        ("fault-clear", {"id": 1 << 63}, str(MAX_ID))):
                     cls, desc = await error_of(c, cmd, args)
                     assert cls == "GenericError" and text in desc, (cmd, desc)
                 # the most allowed at once is quick; another client is answered meanwhile
