@@ -157,6 +157,33 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+@dataclasses.dataclass(frozen=True)
+class DeviceIds:
+    """QEMU's ids of fifolab device N: its PCIe root port, the chardev of its ivshmem socket
+    and the ivshmem-doorbell device itself (the id ``device_del`` takes)."""
+    port: str
+    chardev: str
+    device: str
+
+
+def device_ids(n: int) -> DeviceIds:
+    """The ids of device N, as the command line (``qemu_command``) names them."""
+    return DeviceIds(port=f"rp{n}", chardev=f"ivsh{n}", device=f"fifolab{n}")
+
+
+def ivshmem_device(n: int) -> dict[str, Any]:
+    """Device N's ivshmem-doorbell, as ``device_add`` takes it (``-device`` says the same)."""
+    ids = device_ids(n)
+    return {"driver": "ivshmem-doorbell", "id": ids.device, "chardev": ids.chardev,
+            "vectors": 2, "bus": ids.port}
+
+
+def ivshmem_chardev(n: int, sock: Path) -> dict[str, Any]:
+    """Device N's chardev to the model's socket `sock`, as ``chardev-add`` takes it."""
+    return {"id": device_ids(n).chardev, "backend": {"type": "socket", "data": {
+        "addr": {"type": "unix", "data": {"path": str(sock)}}, "server": False}}}
+
+
 def qemu_command(cfg: LabConfig, image: images.Image, run: Path, ram: Path,
                  model_sockets: list[Path]) -> list[str]:
     """The QEMU command line of a lab (q35, PVH boot, shared RAM, ivshmem on root ports)."""
@@ -189,10 +216,10 @@ def qemu_command(cfg: LabConfig, image: images.Image, run: Path, ram: Path,
     else:
         cmd += ["-chardev", f"file,id=con,path={run / 'console.log'}", "-serial", "chardev:con"]
     for i, sock in enumerate(model_sockets):
-        cmd += ["-device", f"pcie-root-port,id=rp{i},chassis={i + 1},slot=0",
-                "-chardev", f"socket,id=ivsh{i},path={sock}",
-                "-device", f"ivshmem-doorbell,id=fifolab{i},chardev=ivsh{i},"
-                           f"vectors=2,bus=rp{i}"]
+        ids, dev = device_ids(i), ivshmem_device(i)
+        cmd += ["-device", f"pcie-root-port,id={ids.port},chassis={i + 1},slot=0",
+                "-chardev", f"socket,id={ids.chardev},path={sock}",
+                "-device", ",".join([dev.pop("driver")] + [f"{k}={v}" for k, v in dev.items()])]
     return cmd
 
 
@@ -250,7 +277,7 @@ class Lab:
                              f"{secrets.token_hex(4)}.ram")
         with open(self.ram_path, "wb") as f:
             f.truncate(self.cfg.memory_mb << 20)
-        sockets = [self.run_dir / f"model{i}.sock" for i in range(self.cfg.devices)]
+        sockets = [self.model_socket(i) for i in range(self.cfg.devices)]
         specs = [f"{s}:{self.run_dir / f'wire{i}.sock'}" if i in self.cfg.wired else str(s)
                  for i, s in enumerate(sockets)]
         cmd = [sys.executable, "-m", "device", "--ram-path", str(self.ram_path),
@@ -601,6 +628,10 @@ class Lab:
         return out
 
     # ------------------------------------------------------------ the host side of a wired device
+
+    def model_socket(self, device: int) -> Path:
+        """The model's ivshmem socket of `device` (QEMU's chardev connects to it)."""
+        return self.run_dir / f"model{device}.sock"
 
     def wire(self, device: int) -> "HostWire":
         """A connection to a wired device's host socket (LabConfig.wired)."""
