@@ -20,7 +20,7 @@ from pathlib import Path
 from qemu.qmp import QMPError
 
 from images import build as images
-from . import bench, mutants, reload, scenario, terminal, uplab
+from . import bench, mutants, reload, scenario, soak, terminal, uplab
 from .checks import CHECKS, WIRED, Outcome, lab_config, run_check
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
@@ -361,7 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("cmd", help="e.g. query-status, fault-dma-error, query-fifolab")
     sp.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments (JSON values)")
     sp.set_defaults(func=cmd_qmp)
-    scenario.add_commands(sub, kernel_opt)
+    scenario.add_command(sub, kernel_opt)
+    soak.add_command(sub, kernel_opt)
     bench.add_command(sub, kernel_opt)
     mutants.add_command(sub, kernel_opt)
     sp = sub.add_parser("_daemon")

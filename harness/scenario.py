@@ -1079,8 +1079,8 @@ def cmd_scenario(args) -> int:
     return 1 if failed else 0
 
 
-def add_commands(sub, kernel_opt) -> None:
-    """Register ``scenario`` and ``soak`` on fifolab's subcommand parser."""
+def add_command(sub, kernel_opt) -> None:
+    """Register ``scenario`` on fifolab's subcommand parser."""
     sp = sub.add_parser("scenario", help="run fault scenarios (YAML; docs/faults.md)")
     kernel_opt(sp)
     sp.add_argument("files", nargs="+", metavar="FILE", help="scenario files or directories")
@@ -1090,12 +1090,3 @@ def add_commands(sub, kernel_opt) -> None:
     sp.add_argument("-x", "--fail-fast", action="store_true",
                     help="stop at the first failure (the scenarios left count as failed)")
     sp.set_defaults(func=cmd_scenario)
-
-    from . import soak
-    sp = sub.add_parser("soak", help="stream checksummed records through every path under "
-                                     "random faults; account for every byte")
-    kernel_opt(sp)
-    sp.add_argument("--minutes", type=float, default=1.0, help="how long (default 1)")
-    sp.add_argument("--seed", type=int, help="seed of every random choice (default: random, "
-                                             "printed)")
-    sp.set_defaults(func=soak.cmd_soak)

@@ -168,3 +168,14 @@ def cmd_soak(args) -> int:
             return 1
     print(report)
     return 0 if report.ok else 1
+
+
+def add_command(sub, kernel_opt) -> None:
+    """Register ``soak`` on fifolab's subcommand parser."""
+    sp = sub.add_parser("soak", help="stream checksummed records through every path under "
+                                     "random faults; account for every byte")
+    kernel_opt(sp)
+    sp.add_argument("--minutes", type=float, default=1.0, help="how long (default 1)")
+    sp.add_argument("--seed", type=int, help="seed of every random choice (default: random, "
+                                             "printed)")
+    sp.set_defaults(func=cmd_soak)
