@@ -147,9 +147,14 @@ CHECKS: list[Check] = [
       for m in ("exec", "ring-close")],
     Check("the same ops on the device and on a pipe agree (pipediff)",
           f"pipediff {DEV0} 7 30 --quiet", path="stream", expect=" 0 differences"),
-    Check("io_uring at queue depth 32: no request ends with EAGAIN",
-          f"fifobench io io_uring 32 4096 {DEV0} --seconds 0.3", path="io_uring",
-          expect='"path": "io_uring"'),
+    Check("io_uring at queue depth 32: no request ends with EAGAIN, every byte intact",
+          f"fifobench io io_uring 32 4096 {DEV0} --seconds 0.3 --verify", path="io_uring",
+          expect='"verified": true'),
+    Check("every other path streams every byte intact (fifobench --verify)",
+          "for a in 'sync 1' 'nonblock 1' 'posix_aio 8' 'libaio 32'; do "
+          f"fifobench io $a 4096 {DEV0} --seconds 0.2 --verify || exit 1; done "
+          "| grep -c '"verified": true' | sed 's/^/verified runs: /'", path="libaio",
+          expect="verified runs: 4"),
     Check("every async request is counted once, as completed",
           "a() { cat /sys/class/fifolab/fifolab0/async_$1; }; s=$(a submitted); "
           f"c=$(a completed); libaio_test {DEV0} basic >/dev/null && "

@@ -4,7 +4,7 @@
  * of a fifolab device measured the same way, plus the echo end of the
  * notification-latency measurement.
  *
- *   fifobench io PATH QD BS DEV [--seconds S]
+ *   fifobench io PATH QD BS DEV [--seconds S] [--verify]
  *       PATH: sync | nonblock | posix_aio | libaio | io_uring
  *       Streams bytes through the device in loopback: a writer and a reader
  *       run concurrently, each keeping up to QD requests of BS bytes in
@@ -14,7 +14,8 @@
  *       Prints one JSON object:
  *         {"path","qd","bs","seconds","bytes","requests","ops_per_s",
  *          "mb_per_s","p50_us","p99_us","cpu_us_per_op","irqs",
- *          "irqs_per_req","irqs_per_op","doorbells","doorbells_skipped"}
+ *          "irqs_per_req","irqs_per_op","doorbells","doorbells_skipped",
+ *          "verified"}
  *       op = BS bytes moved end to end (written and read back): ops_per_s =
  *       bytes read / BS / seconds.  Latency is per request, write or read,
  *       from its submission to its completion being seen.  requests = reads
@@ -24,6 +25,9 @@
  *       irqs = the driver's sysfs irqs counter; doorbells and
  *       doorbells_skipped = posts that rang the device and posts that did
  *       not need to (the device said NO_NOTIFY: it was busy and would look).
+ *       --verify checks every byte read back (see "content" below; BS must
+ *       be a multiple of 8): a run that loses, duplicates or changes a byte
+ *       dies.  It costs a pass over the data on each side: measure without.
  *
  *   fifobench notify MODE DEV COUNT
  *       MODE: sigio | epoll | read.  Echo COUNT bytes that the host injects
@@ -59,7 +63,8 @@
 #define MAX_QD	64
 
 static const char usage[] =
-	"usage: fifobench io sync|nonblock|posix_aio|libaio|io_uring QD BS DEV [--seconds S]\n"
+	"usage: fifobench io sync|nonblock|posix_aio|libaio|io_uring QD BS DEV [--seconds S]"
+	" [--verify]\n"
 	"       fifobench notify sigio|epoll|read DEV COUNT\n";
 
 static uint64_t ns(void)
@@ -154,7 +159,101 @@ struct run {
 	uint8_t *wbuf[MAX_QD], *rbuf[MAX_QD];
 	struct lat lat;
 	size_t requests;
+	int verify;
+	uint64_t wsum, rsum;	/* --verify: multiset hashes of the words moved */
 };
+
+/* ---------------------------------------------------------------- content */
+
+/*
+ * --verify.  Every 8-byte word of the stream holds its own stream offset
+ * (xored with STAMP_KEY), stamped by the writer before each write.  Requests
+ * complete in any order (io_uring, POSIX AIO), so a reader cannot tell where
+ * a read lies in the stream; instead every word read must name a word of
+ * the stream (8-aligned, below the total), and the sum of a hash of every
+ * word read must equal the same sum over every offset the writes stamped
+ * and moved: a word lost, duplicated or changed makes them differ (but for
+ * a 2^-64 chance).  The writer's sum comes from the offsets, not from its
+ * buffers, so a device that wrote into a TX buffer is caught too.  Writes
+ * and reads move whole words: BS is a multiple of 8, so the FIFO holds
+ * whole words.  A short write (O_NONBLOCK) gives back its tail, which the
+ * next write stamps again; with more than one write in flight the tail's
+ * offsets are gone, and a short write dies (they complete whole).
+ */
+#define STAMP_KEY	0x9e3779b97f4a7c15ull
+
+static uint64_t mix64(uint64_t z)	/* splitmix64's finalizer */
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Stamp @n bytes of @buf as stream bytes @off..; the sum of their hashes. */
+static uint64_t stamp(uint8_t *buf, size_t off, size_t n)
+{
+	uint64_t *w = (uint64_t *)buf, sum = 0;
+
+	for (size_t i = 0; i < n / 8; i++) {
+		w[i] = (off + 8 * i) ^ STAMP_KEY;
+		sum += mix64(off + 8 * i);
+	}
+	return sum;
+}
+
+static void tally_read(struct run *x, const uint8_t *buf, size_t got)
+{
+	const uint64_t *w = (const uint64_t *)buf;
+
+	if (got % 8)
+		die("--verify: a read moved %zu bytes, not whole words", got);
+	for (size_t i = 0; i < got / 8; i++) {
+		uint64_t off = w[i] ^ STAMP_KEY;
+
+		if (off % 8 || off >= x->r.total)
+			die("--verify: word %zu of a %zu-byte read is %#llx, no word of the "
+			    "%zu-byte stream (%zu bytes read before it)", i, got,
+			    (unsigned long long)w[i], x->r.total, x->r.moved - got);
+		x->rsum += mix64(off);
+	}
+}
+
+/* A write moved @got of its @asked bytes; the flow has taken the rest back. */
+static void tally_write(struct run *x, size_t asked, size_t got)
+{
+	if (got == asked)
+		return;
+	if (got % 8 || x->qd > 1)
+		die("--verify: a write moved %zu of %zu bytes (queue depth %d)", got, asked,
+		    x->qd);
+	for (size_t off = x->w.asked; off < x->w.asked + (asked - got); off += 8)
+		x->wsum -= mix64(off);		/* the next write stamps them again */
+}
+
+/* The next request of one direction (0: nothing left to ask for); a
+ * write's buffer gets its stamps. */
+static size_t req_next(struct run *x, int is_w, uint8_t *buf)
+{
+	struct flow *f = is_w ? &x->w : &x->r;
+	size_t off = f->asked, n = flow_next(f, x->bs);
+
+	if (n && is_w && x->verify)
+		x->wsum += stamp(buf, off, n);
+	return n;
+}
+
+/* A request of @asked bytes from @buf completed with @got (or -errno). */
+static void req_done(struct run *x, int is_w, const uint8_t *buf, size_t asked, ssize_t got,
+		     const char *what)
+{
+	flow_done(is_w ? &x->w : &x->r, asked, got, what);
+	if (!x->verify)
+		return;
+	if (is_w)
+		tally_write(x, asked, (size_t)got);
+	else
+		tally_read(x, buf, (size_t)got);
+}
 
 static void *sync_writer(void *arg)
 {
@@ -162,12 +261,12 @@ static void *sync_writer(void *arg)
 	struct lat *l = calloc(1, sizeof(*l));
 	size_t n;
 
-	while ((n = flow_next(&x->w, x->bs))) {
+	while ((n = req_next(x, 1, x->wbuf[0]))) {
 		uint64_t t0 = ns();
 		ssize_t got = write(x->wfd, x->wbuf[0], n);
 
 		lat_add(l, ns() - t0);
-		flow_done(&x->w, n, got < 0 ? -errno : got, "write");
+		req_done(x, 1, x->wbuf[0], n, got < 0 ? -errno : got, "write");
 	}
 	return l;
 }
@@ -180,12 +279,12 @@ static void run_sync(struct run *x)
 
 	if (pthread_create(&t, NULL, sync_writer, x))
 		die("pthread_create failed");
-	while ((n = flow_next(&x->r, x->bs))) {
+	while ((n = req_next(x, 0, x->rbuf[0]))) {
 		uint64_t t0 = ns();
 		ssize_t got = read(x->rfd, x->rbuf[0], n);
 
 		lat_add(&x->lat, ns() - t0);
-		flow_done(&x->r, n, got < 0 ? -errno : got, "read");
+		req_done(x, 0, x->rbuf[0], n, got < 0 ? -errno : got, "read");
 		x->requests++;
 	}
 	if (pthread_join(t, (void **)&wl))
@@ -196,9 +295,9 @@ static void run_sync(struct run *x)
 }
 
 /* One non-blocking attempt: 1 if it moved bytes, 0 on EAGAIN. */
-static int nb_try(struct run *x, struct flow *f, int fd, uint8_t *buf, int is_write)
+static int nb_try(struct run *x, int fd, uint8_t *buf, int is_write)
 {
-	size_t n = flow_next(f, x->bs);
+	size_t n = req_next(x, is_write, buf);
 	uint64_t t0;
 	ssize_t got;
 
@@ -210,7 +309,7 @@ static int nb_try(struct run *x, struct flow *f, int fd, uint8_t *buf, int is_wr
 		got = 0;
 	else if (got >= 0)
 		lat_add(&x->lat, ns() - t0);
-	flow_done(f, n, got < 0 ? -errno : got, is_write ? "write" : "read");
+	req_done(x, is_write, buf, n, got < 0 ? -errno : got, is_write ? "write" : "read");
 	if (got > 0)
 		x->requests++;
 	return got > 0;
@@ -228,9 +327,9 @@ static void run_nonblock(struct run *x)
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, x->wfd, &ev))
 		die_errno("epoll_ctl(EPOLLOUT)");
 	while (x->r.moved < x->r.total || x->w.moved < x->w.total) {
-		int moved = nb_try(x, &x->w, x->wfd, x->wbuf[0], 1);
+		int moved = nb_try(x, x->wfd, x->wbuf[0], 1);
 
-		moved |= nb_try(x, &x->r, x->rfd, x->rbuf[0], 0);
+		moved |= nb_try(x, x->rfd, x->rbuf[0], 0);
 		if (writing && x->w.moved == x->w.total) {
 			epoll_ctl(ep, EPOLL_CTL_DEL, x->wfd, NULL);
 			writing = 0;
@@ -267,12 +366,12 @@ static void run_posix_aio(struct run *x)
 
 		for (int i = 0; i < n; i++) {
 			int is_w = i < x->qd;
-			struct flow *f = is_w ? &x->w : &x->r;
+			uint8_t *buf = is_w ? x->wbuf[i] : x->rbuf[i - x->qd];
 
-			if (!s[i].busy && (s[i].asked = flow_next(f, x->bs))) {
+			if (!s[i].busy && (s[i].asked = req_next(x, is_w, buf))) {
 				cb[i] = (struct aiocb){
 					.aio_fildes = is_w ? x->wfd : x->rfd,
-					.aio_buf = is_w ? x->wbuf[i] : x->rbuf[i - x->qd],
+					.aio_buf = buf,
 					.aio_nbytes = s[i].asked,
 				};
 				s[i].t0 = ns();
@@ -294,8 +393,8 @@ static void run_posix_aio(struct run *x)
 			if (!s[i].busy || (e = aio_error(&cb[i])) == EINPROGRESS)
 				continue;
 			lat_add(&x->lat, ns() - s[i].t0);
-			flow_done(i < x->qd ? &x->w : &x->r, s[i].asked,
-				  e ? -e : aio_return(&cb[i]), i < x->qd ? "aio_write" : "aio_read");
+			req_done(x, i < x->qd, (const uint8_t *)cb[i].aio_buf, s[i].asked,
+				 e ? -e : aio_return(&cb[i]), i < x->qd ? "aio_write" : "aio_read");
 			s[i].busy = 0;
 			x->requests++;
 		}
@@ -319,7 +418,8 @@ static void run_libaio(struct run *x)
 		for (int i = 0; i < n; i++) {
 			int is_w = i < x->qd;
 
-			if (!s[i].busy && (s[i].asked = flow_next(is_w ? &x->w : &x->r, x->bs))) {
+			if (!s[i].busy &&
+			    (s[i].asked = req_next(x, is_w, is_w ? x->wbuf[i] : x->rbuf[i - x->qd]))) {
 				if (is_w)
 					io_prep_pwrite(&cb[i], x->wfd, x->wbuf[i], s[i].asked, 0);
 				else
@@ -346,8 +446,9 @@ static void run_libaio(struct run *x)
 			int i = sl - s;
 
 			lat_add(&x->lat, ns() - sl->t0);
-			flow_done(i < x->qd ? &x->w : &x->r, sl->asked, (long)ev[j].res,
-				  i < x->qd ? "libaio write" : "libaio read");
+			req_done(x, i < x->qd, i < x->qd ? x->wbuf[i] : x->rbuf[i - x->qd],
+				 sl->asked, (long)ev[j].res,
+				 i < x->qd ? "libaio write" : "libaio read");
 			sl->busy = 0;
 			x->requests++;
 		}
@@ -372,7 +473,8 @@ static void run_uring(struct run *x)
 		for (int i = 0; i < n; i++) {
 			int is_w = i < x->qd;
 
-			if (!s[i].busy && (s[i].asked = flow_next(is_w ? &x->w : &x->r, x->bs))) {
+			if (!s[i].busy &&
+			    (s[i].asked = req_next(x, is_w, is_w ? x->wbuf[i] : x->rbuf[i - x->qd]))) {
 				struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 
 				if (!sqe)
@@ -400,8 +502,8 @@ static void run_uring(struct run *x)
 			int i = sl - s;
 
 			lat_add(&x->lat, ns() - sl->t0);
-			flow_done(i < x->qd ? &x->w : &x->r, sl->asked, cqe->res,
-				  i < x->qd ? "io_uring write" : "io_uring read");
+			req_done(x, i < x->qd, i < x->qd ? x->wbuf[i] : x->rbuf[i - x->qd],
+				 sl->asked, cqe->res, i < x->qd ? "io_uring write" : "io_uring read");
 			sl->busy = 0;
 			x->requests++;
 			seen++;
@@ -444,9 +546,13 @@ static void one_run(struct run *x, void (*fn)(struct run *), size_t total)
 	x->r = (struct flow){ .total = total };
 	x->requests = 0;
 	x->lat.n = 0;
+	x->wsum = x->rsum = 0;
 	fn(x);
 	if (x->w.moved != total || x->r.moved != total)
 		die("moved %zu bytes in and %zu out of %zu", x->w.moved, x->r.moved, total);
+	if (x->verify && x->wsum != x->rsum)
+		die("--verify: the %zu bytes read back are not the bytes written (a word lost, "
+		    "duplicated or changed)", total);
 }
 
 static int cmd_io(int argc, char **argv)
@@ -471,14 +577,20 @@ static int cmd_io(int argc, char **argv)
 	x.qd = (int)parse_size(argv[3], "QD");
 	x.bs = parse_size(argv[4], "BS");
 	x.dev = argv[5];
-	for (int i = 6; i + 1 < argc; i += 2)
-		if (!strcmp(argv[i], "--seconds"))
-			seconds = atof(argv[i + 1]);
+	for (int i = 6; i < argc; i++)
+		if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+			seconds = atof(argv[++i]);
+		else if (!strcmp(argv[i], "--verify"))
+			x.verify = 1;
+		else
+			die("unknown option '%s'\n%s", argv[i], usage);
 	if (x.qd < 1 || x.qd > MAX_QD || (!has_qd && x.qd != 1))
 		die("queue depth %d: %s takes %s", x.qd, x.path,
 		    has_qd ? "1.." "64" : "only 1");
 	if (!x.bs || x.bs > (64u << 20))
 		die("block size %zu out of 1..64 MiB", x.bs);
+	if (x.verify && x.bs % 8)
+		die("--verify needs a block size that is a multiple of 8, not %zu", x.bs);
 	if (!(seconds > 0 && seconds < 600))
 		die("--seconds %g out of range", seconds);
 	flags = !strcmp(x.path, "nonblock") ? O_NONBLOCK : 0;
@@ -545,11 +657,12 @@ static int cmd_io(int argc, char **argv)
 	       "\"bytes\": %zu, \"requests\": %zu, \"ops_per_s\": %.1f, \"mb_per_s\": %.3f, "
 	       "\"p50_us\": %.2f, \"p99_us\": %.2f, \"cpu_us_per_op\": %.3f, "
 	       "\"irqs\": %lld, \"irqs_per_req\": %.4f, \"irqs_per_op\": %.4f, "
-	       "\"doorbells\": %lld, \"doorbells_skipped\": %lld}\n",
+	       "\"doorbells\": %lld, \"doorbells_skipped\": %lld, \"verified\": %s}\n",
 	       x.path, x.qd, x.bs, t, total, x.requests, ops / t, total / t / 1e6,
 	       lat_pct(&x.lat, 50), lat_pct(&x.lat, 99),
 	       cpu * (1e6 / sysconf(_SC_CLK_TCK)) / ops, irqs,
-	       (double)irqs / x.requests, (double)irqs / ops, db, dbs);
+	       (double)irqs / x.requests, (double)irqs / ops, db, dbs,
+	       x.verify ? "true" : "false");
 	return 0;
 }
 
