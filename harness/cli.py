@@ -20,7 +20,7 @@ from pathlib import Path
 from qemu.qmp import QMPError
 
 from images import build as images
-from . import bench, mutants, reload, scenario, soak, terminal, uplab
+from . import bench, hostile, mutants, reload, scenario, soak, terminal, uplab
 from .checks import CHECKS, WIRED, Outcome, lab_config, run_check
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_command(sub, kernel_opt)
     bench.add_command(sub, kernel_opt)
     mutants.add_command(sub, kernel_opt)
+    hostile.add_command(sub, kernel_opt)
     sp = sub.add_parser("_daemon")
     sp.add_argument("dir")
     sp.set_defaults(func=cmd_daemon)

@@ -290,7 +290,7 @@ def _copy_uapi(root: Path) -> None:
 
 def build_programs(src: Path = PROGRAMS_SRC) -> Path:
     """The guest C programs, statically linked, in a directory of their own."""
-    files = _source_files(src, recursive=True) + [UAPI_HEADER]
+    files = _source_files(src, recursive=True) + [UAPI_HEADER, DRIVER_SRC / "fifolab_hw.h"]
     key = _hash_paths(files)
     dest = cache_dir() / "programs" / key
     if (dest / ".done").exists():
@@ -303,6 +303,8 @@ def build_programs(src: Path = PROGRAMS_SRC) -> Path:
         bdir = Path(tmp) / "src"
         shutil.copytree(src, bdir)
         _copy_uapi(bdir.parent)     # programs include ../include/uapi/fifolab.h
+        # hostile.c drives the device itself: ../fifolab_hw.h, the register map
+        shutil.copy2(DRIVER_SRC / "fifolab_hw.h", bdir.parent / "fifolab_hw.h")
         _run(["make", "-C", str(bdir), f"OUT={stage}"], "building the guest programs")
         (stage / ".done").write_text("")
         if dest.exists():
