@@ -153,7 +153,7 @@ CHECKS: list[Check] = [
     Check("every other path streams every byte intact (fifobench --verify)",
           "for a in 'sync 1' 'nonblock 1' 'posix_aio 8' 'libaio 32'; do "
           f"fifobench io $a 4096 {DEV0} --seconds 0.2 --verify || exit 1; done "
-          "| grep -c '"verified": true' | sed 's/^/verified runs: /'", path="libaio",
+          "| grep -c '\"verified\": true' | sed 's/^/verified runs: /'", path="libaio",
           expect="verified runs: 4"),
     Check("every async request is counted once, as completed",
           "a() { cat /sys/class/fifolab/fifolab0/async_$1; }; s=$(a submitted); "
