@@ -536,7 +536,9 @@ static struct seg tx_any(void)
 		uint64_t a = below(ram_low - PAGE);
 		uint64_t room = ram_low - a;
 
-		return (struct seg){ a, (uint32_t)(1 + below(room < (1u << 24) ? room : 1u << 24)) };
+		if (room > 1u << 24)
+			room = 1u << 24;
+		return (struct seg){ a, (uint32_t)(1 + below(room)) };
 	}
 	return no_ram(0);
 }
@@ -933,8 +935,8 @@ static void op_ro_garbage(void)
 			      (uint32_t)below(QSIZE * FIFOLAB_USED_SIZE / 4) * 4;
 			break;
 		default:	/* anywhere in the register block or past the queues */
-			off = chance(50) ? (uint32_t)below(0x1000 / 4) * 4
-					 : 0x30000 + (uint32_t)below((FIFOLAB_BAR2_SIZE - 0x30000) / 4) * 4;
+			off = chance(50) ? 0 : 0x30000;
+			off += (uint32_t)below(((off ? FIFOLAB_BAR2_SIZE : 0x1000) - off) / 4) * 4;
 		}
 		/* never the driver's own registers: those have their own ops */
 		if (off == FIFOLAB_REG_CONTROL || off == FIFOLAB_REG_INT_ACKED ||
