@@ -15,6 +15,9 @@ The host half watches the model meanwhile, from a thread of its own (:class:`Mod
 - **memory**: the model's VmRSS and RssAnon (/proc/PID/status) at every probe.  VmRSS counts
   the guest RAM the model has touched (shared with QEMU, not the model's own); RssAnon is the
   model's own heap, which a queue without a cap would grow;
+- **busy or starved**: the model's time on a CPU and waiting for one (/proc/PID/schedstat)
+  during each probe, so that a slow answer shows whether the model was working (a step too
+  long) or only not scheduled (a busy host: TCG and two shared cores);
 - **alive**: the lab checks the model process between the guest agent's answers.
 
 Verdict (:func:`fuzz_device`): the model lived and logged no traceback or ERROR line, the worst
@@ -64,6 +67,15 @@ LOOP_CHECK = (
     f"recoveries stalls; echo '--- kernel log'; dmesg | tail -8; exit 1; }}")
 
 
+def _schedstat(pid: int) -> tuple[float, float]:
+    """Seconds ``pid`` has run on a CPU and waited for one (/proc/PID/schedstat)."""
+    try:
+        run, wait, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+        return int(run) / 1e9, int(wait) / 1e9
+    except (OSError, ValueError):
+        return 0.0, 0.0
+
+
 def _proc_status(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM, RssAnon, RssShmem of ``pid`` in bytes; {} if it is gone."""
     out = {}
@@ -90,7 +102,9 @@ class ModelWatch(threading.Thread):
         self.pid = pid
         self.interval = interval
         self.timeout = timeout
-        self.latencies: list[tuple[float, float]] = []     # (seconds since start, latency)
+        # (seconds since start, latency, the model's seconds on a CPU meanwhile, waiting for
+        # one meanwhile): a slow answer from a busy model or from a starved one
+        self.latencies: list[tuple[float, float, float, float]] = []
         self.mem_peak: dict[str, int] = {}
         self.errors: list[str] = []
         self._halt = threading.Event()
@@ -117,16 +131,18 @@ class ModelWatch(threading.Thread):
                 while not self._halt.is_set():
                     n += 1
                     t = time.monotonic()
+                    run0, wait0 = _schedstat(self.pid)
                     try:
                         self._call(sock, reader, "query-status", n)
                         took = time.monotonic() - t
                     except TimeoutError:
                         # counted as the timeout; the connection is spent: a new one
-                        self.latencies.append((t - self._t0, self.timeout))
+                        self.latencies.append((t - self._t0, self.timeout, 0.0, 0.0))
                         self.errors.append(f"query-status #{n} got no answer in "
                                            f"{self.timeout:.0f} s")
                         break
-                    self.latencies.append((t - self._t0, took))
+                    run1, wait1 = _schedstat(self.pid)
+                    self.latencies.append((t - self._t0, took, run1 - run0, wait1 - wait0))
                     for key, value in _proc_status(self.pid).items():
                         self.mem_peak[key] = max(value, self.mem_peak.get(key, 0))
                     self._halt.wait(max(0.0, self.interval - took))
@@ -165,6 +181,7 @@ class FuzzReport:
     guest: dict
     latencies: list[float]
     worst_at: float
+    worst_cpu: tuple[float, float]  # the model's seconds on a CPU / waiting for one then
     log_bytes: int
     mem_before: dict[str, int]
     mem_after: dict[str, int]
@@ -215,9 +232,10 @@ class FuzzReport:
         if lat:
             lines.append(
                 f"  monitor    {len(lat)} query-status probes: worst {ms(lat[-1])} (at "
-                f"{self.worst_at:.1f} s), median {ms(statistics.median(lat))}, 99th "
-                f"{ms(lat[int(len(lat) * 0.99)])}, over {ms(MAX_MONITOR_LATENCY_S)}: "
-                f"{sum(x > MAX_MONITOR_LATENCY_S for x in lat)}")
+                f"{self.worst_at:.1f} s; the model meanwhile on a CPU {ms(self.worst_cpu[0])}, "
+                f"waiting for one {ms(self.worst_cpu[1])}), median "
+                f"{ms(statistics.median(lat))}, 99th {ms(lat[int(len(lat) * 0.99)])}, over "
+                f"{ms(MAX_MONITOR_LATENCY_S)}: {sum(x > MAX_MONITOR_LATENCY_S for x in lat)}")
         lines += [
             f"  model log  +{self.log_bytes} bytes ({self.log_bytes_per_minute / 1024:.1f} "
             f"KiB/min; limit {MAX_LOG_BYTES_PER_MINUTE >> 10} KiB/min)",
@@ -298,15 +316,17 @@ def fuzz_device(lab: Lab, seconds: float, seed: int) -> FuzzReport:
     if trouble:
         problems.append("the model logged an error or a traceback:\n    " +
                         "\n    ".join(trouble))
-    lat = [x for _, x in watch.latencies]
-    worst_at = max(watch.latencies, key=lambda p: p[1])[0] if lat else 0.0
+    lat = [p[1] for p in watch.latencies]
+    worst = max(watch.latencies, key=lambda p: p[1]) if lat else (0.0, 0.0, 0.0, 0.0)
+    worst_at = worst[0]
     if not lat:
         problems.append("no monitor probe was answered")
     elif max(lat) > MAX_MONITOR_LATENCY_S:
         problems.append(f"the model's monitor took {max(lat) * 1000:.0f} ms to answer (limit "
-                        f"{MAX_MONITOR_LATENCY_S * 1000:.0f} ms), at {worst_at:.1f} s; "
-                        f"{sum(x > MAX_MONITOR_LATENCY_S for x in lat)} of {len(lat)} probes "
-                        f"over")
+                        f"{MAX_MONITOR_LATENCY_S * 1000:.0f} ms), at {worst_at:.1f} s (the "
+                        f"model meanwhile on a CPU {worst[2] * 1000:.0f} ms, waiting for one "
+                        f"{worst[3] * 1000:.0f} ms); {sum(x > MAX_MONITOR_LATENCY_S for x in lat)}"
+                        f" of {len(lat)} probes over")
     per_min = log_bytes * 60 / max(elapsed, 1e-9)
     if per_min > MAX_LOG_BYTES_PER_MINUTE:
         problems.append(f"the model log grew by {log_bytes} bytes in {elapsed:.0f} s: "
@@ -320,8 +340,8 @@ def fuzz_device(lab: Lab, seconds: float, seed: int) -> FuzzReport:
                         f"{MAX_RSS_ANON_GROWTH >> 20} MiB)")
 
     after, after_ok = _after_check(lab, problems, kernel_reports)
-    return FuzzReport(not problems, elapsed, seed, guest, lat, worst_at, log_bytes, mem_before,
-                      mem_after, mem_peak, after, after_ok, model_alive, trouble,
+    return FuzzReport(not problems, elapsed, seed, guest, lat, worst_at, worst[2:], log_bytes,
+                      mem_before, mem_after, mem_peak, after, after_ok, model_alive, trouble,
                       kernel_reports, problems)
 
 
