@@ -225,9 +225,11 @@ class FuzzReport:
                     f"{k} {v}" for k, v in g.get("ready_lost", {}).items()) or "none"),
                 f"  loopback   {loop.get('runs')} runs: {loop.get('matched')} of "
                 f"{loop.get('got')} bytes read back matched ({loop.get('bytes')} written, "
-                f"{loop.get('timeouts')} timed out); right after a reset: "
-                f"{loop.get('clean_matched')} of {loop.get('clean_bytes')} in "
-                f"{loop.get('clean_runs')} runs",
+                f"{loop.get('timeouts')} runs timed out)",
+                f"             right after a reset: {loop.get('clean_runs')} runs, "
+                f"{loop.get('clean_matched')} of {loop.get('clean_got')} bytes read back "
+                f"matched ({loop.get('clean_bytes')} written, {loop.get('clean_timeouts')} "
+                f"runs timed out)",
             ]
         if lat:
             lines.append(
