@@ -20,7 +20,13 @@ BAR2 (1 MiB of shared memory) ::
 
 Every register has exactly one writer (driver or device), so neither side needs an atomic
 read-modify-write on memory the other side writes.
+
+The two ring entries are read and written through :data:`desc_layout` and :data:`used_layout`
+(the model's queues and the tests' driver both); ``desc_offset``, ``avail_offset`` and
+``used_offset`` say where an entry lies.
 """
+
+import struct
 
 BAR2_SIZE = 0x100000
 
@@ -127,6 +133,12 @@ USED_ID = 0
 USED_LEN = 4
 USED_STATUS = 8
 
+# The same two layouts as struct formats, little-endian.  (Lower-case: every upper-case name
+# here is a constant of fifolab_hw.h, which tests/test_regs_agree.py holds to.)
+desc_layout = struct.Struct("<QIHH")      # addr, len, flags, next
+used_layout = struct.Struct("<IIII")      # id, len, status, reserved
+assert desc_layout.size == DESC_SIZE and used_layout.size == USED_SIZE
+
 ST_OK = 0
 ST_DMA_ERROR = 1                  # a segment lies outside guest RAM
 ST_BAD_DESC = 2                   # bad index, loop, too many segments, zero length
@@ -148,3 +160,18 @@ def qctl(q: int, field: int) -> int:
 
 def queue_base(q: int) -> int:
     return QUEUE_BASE + q * QUEUE_STRIDE
+
+
+def desc_offset(q: int, idx: int) -> int:
+    """Offset of descriptor ``idx`` of queue ``q`` (``idx`` < QUEUE_SIZE)."""
+    return queue_base(q) + Q_DESC_OFF + idx * DESC_SIZE
+
+
+def avail_offset(q: int, count: int) -> int:
+    """Offset of the avail slot that the ``count``-th post (a free-running index) fills."""
+    return queue_base(q) + Q_AVAIL_OFF + 2 * (count % QUEUE_SIZE)
+
+
+def used_offset(q: int, count: int) -> int:
+    """Offset of the used entry that the ``count``-th completion (free-running) fills."""
+    return queue_base(q) + Q_USED_OFF + (count % QUEUE_SIZE) * USED_SIZE

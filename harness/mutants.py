@@ -36,7 +36,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = "guest_driver/fifolab.c"
-MODEL = "device/core.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +52,9 @@ def _d(name: str, find: str, replace: str, breaks: str) -> Mutant:
     return Mutant(name, DRIVER, find, replace, breaks)
 
 
-def _m(name: str, find: str, replace: str, breaks: str) -> Mutant:
-    return Mutant(name, MODEL, find, replace, breaks)
+def _m(name: str, file: str, find: str, replace: str, breaks: str) -> Mutant:
+    """A mutant of the device model (``file``: one of its modules)."""
+    return Mutant(name, file, find, replace, breaks)
 
 
 MUTANTS: list[Mutant] = [
@@ -142,21 +142,26 @@ MUTANTS: list[Mutant] = [
     _d("clear-does-nothing", "\tif (fifolab_recover(fdev, -ECANCELED, false))\n",
        "\tif (0)\n", "FIFOLAB_IOC_CLEAR empties the FIFO"),
     # ---- the device model
-    _m("model-truncates-reads", "                r.moved += fifo.get_into(seg)",
+    _m("model-truncates-reads", "device/datapath.py",
+       "                r.moved += fifo.get_into(seg)",
        "                r.moved += fifo.get_into(seg[:-1] if len(seg) > 1 else seg)",
        "the device fills a read's segments completely"),
-    _m("model-no-data-avail", "            self._causes |= regs.INT_DATA_AVAIL\n",
+    _m("model-no-data-avail", "device/core.py",
+       "            self._irq.collect(regs.INT_DATA_AVAIL)\n",
        "            pass\n", "the device raises DATA_AVAIL when bytes arrive"),
-    _m("model-stale-slot", "            self._last_avail[q] = (self._last_avail[q] + 1) & U32_MASK",
-       "            self._last_avail[q] = (self._last_avail[q] + (slot != 5)) & U32_MASK",
+    _m("model-stale-slot", "device/queue.py",
+       "        self.last_avail = (self.last_avail + 1) & U32_MASK",
+       "        self.last_avail = (self.last_avail + (slot != 5)) & U32_MASK",
        "the device takes each avail slot once"),
-    _m("model-reorders-rx", "            r = pend[0]\n            if not fifo.level and not r.nowait:",
+    _m("model-reorders-rx", "device/datapath.py",
+       "            r = pend[0]\n            if not fifo.level and not r.nowait:",
        "            r = pend[-1]\n            if not fifo.level and not r.nowait:",
        "RX requests are served in the order posted"),
-    _m("model-levels-late", "        self._w32(regs.REG_RX_LEVEL, self._rx_fifo.level)\n"
-                            "        self._w32(regs.REG_TX_SPACE, self._tx_fifo.space)\n"
-                            "        used = self._used_idx[q]",
-       "        used = self._used_idx[q]",
+    _m("model-levels-late", "device/queue.py",
+       "        self._bar2.w32(regs.REG_RX_LEVEL, rx_level)\n"
+       "        self._bar2.w32(regs.REG_TX_SPACE, tx_space)\n"
+       "        used = self.used_idx",
+       "        used = self.used_idx",
        "RX_LEVEL/TX_SPACE are written before the used entry that follows them"),
 ]
 

@@ -24,8 +24,6 @@ from device.guestmem import FOUR_GIB, GuestMemory
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_DESC = struct.Struct("<QIHH")
-_USED = struct.Struct("<IIII")
 
 
 @dataclass(frozen=True)
@@ -136,17 +134,15 @@ class Driver:
     # ---- descriptors ----
     def write_desc(self, q: int, idx: int, addr: int, length: int, flags: int = 0,
                    nxt: int = 0) -> None:
-        _DESC.pack_into(self.bar2, regs.queue_base(q) + regs.Q_DESC_OFF + idx * regs.DESC_SIZE,
-                        addr, length, flags, nxt)
+        regs.desc_layout.pack_into(self.bar2, regs.desc_offset(q, idx), addr, length, flags,
+                                   nxt)
 
     def set_flags(self, q: int, idx: int, flags: int) -> None:
-        _U16.pack_into(self.bar2, regs.queue_base(q) + regs.Q_DESC_OFF +
-                       idx * regs.DESC_SIZE + regs.DESC_FLAGS, flags)
+        _U16.pack_into(self.bar2, regs.desc_offset(q, idx) + regs.DESC_FLAGS, flags)
 
     def post_head(self, q: int, head: int) -> None:
         """Put ``head`` in the avail ring and bump AVAIL_IDX (no ring)."""
-        slot = self._avail[q] % regs.QUEUE_SIZE
-        _U16.pack_into(self.bar2, regs.queue_base(q) + regs.Q_AVAIL_OFF + 2 * slot, head)
+        _U16.pack_into(self.bar2, regs.avail_offset(q, self._avail[q]), head)
         self._avail[q] = (self._avail[q] + 1) & 0xFFFFFFFF
         self.w32(regs.qctl(q, regs.QCTL_AVAIL_IDX), self._avail[q])
 
@@ -169,9 +165,8 @@ class Driver:
         out = []
         end = self.r32(regs.qctl(q, regs.QCTL_USED_IDX))
         while self._seen[q] != end:
-            off = (regs.queue_base(q) + regs.Q_USED_OFF +
-                   (self._seen[q] % regs.QUEUE_SIZE) * regs.USED_SIZE)
-            uid, ulen, st, _ = _USED.unpack_from(self.bar2, off)
+            uid, ulen, st, _ = regs.used_layout.unpack_from(self.bar2,
+                                                            regs.used_offset(q, self._seen[q]))
             out.append(Used(uid, ulen, st))
             self._free[q].extend(self._chains.pop((q, uid), []))
             self._seen[q] = (self._seen[q] + 1) & 0xFFFFFFFF

@@ -146,10 +146,9 @@ def test_protocol_sequence_doorbell_and_vectors(tmp_path):
 async def loopback_via_eventfds(bar2, hs, ram: bytearray):
     """A TX and an RX posted through the shared mapping, rung through the eventfd."""
     ram[0x100:0x105] = b"hello"
-    desc = struct.Struct("<QIHH")
     for q, addr in ((regs.QUEUE_TX, 0x100), (regs.QUEUE_RX, 0x200)):
-        desc.pack_into(bar2, regs.queue_base(q), addr, 5, 0, 0)
-        struct.pack_into("<H", bar2, regs.queue_base(q) + regs.Q_AVAIL_OFF, 0)
+        regs.desc_layout.pack_into(bar2, regs.desc_offset(q, 0), addr, 5, 0, 0)
+        struct.pack_into("<H", bar2, regs.avail_offset(q, 0), 0)
         struct.pack_into("<I", bar2, regs.qctl(q, regs.QCTL_AVAIL_IDX), 1)
     struct.pack_into("<I", bar2, regs.REG_INT_ENABLE, regs.INT_ALL)
     struct.pack_into("<I", bar2, regs.REG_CONTROL, regs.CTRL_ENABLE)
@@ -159,7 +158,7 @@ async def loopback_via_eventfds(bar2, hs, ram: bytearray):
     assert os.eventfd_read(own) == 1
     for q in (regs.QUEUE_TX, regs.QUEUE_RX):
         assert r32(bar2, regs.qctl(q, regs.QCTL_USED_IDX)) == 1
-        uid, ulen, st, _ = struct.unpack_from("<IIII", bar2, regs.queue_base(q) + regs.Q_USED_OFF)
+        uid, ulen, st, _ = regs.used_layout.unpack_from(bar2, regs.used_offset(q, 0))
         assert Used(uid, ulen, st) == Used(0, 5, regs.ST_OK)
     assert ram[0x200:0x205] == b"hello"
     assert r64(bar2, regs.REG_STAT_IRQS) == 1
