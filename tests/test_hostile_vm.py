@@ -59,7 +59,9 @@ def test_the_model_monitor_answered_within_the_limit(report):
     # a probe every 50 ms for the whole run (at least half of them: TCG, 2 shared cores)
     assert len(report.latencies) >= SECONDS / hostile.PROBE_INTERVAL_S / 2, \
         len(report.latencies)
-    assert report.worst_latency <= hostile.MAX_MONITOR_LATENCY_S, \
+    assert report.worst_busy <= hostile.MAX_MONITOR_LATENCY_S, \
+        f"the model worked {report.worst_busy * 1000:.0f} ms while a probe waited"
+    assert report.worst_latency <= hostile.MAX_MONITOR_WALL_S, \
         f"worst {report.worst_latency * 1000:.0f} ms at {report.worst_at:.1f} s"
 
 
