@@ -15,6 +15,12 @@ single damaged record with no error, if it is a corruption the reader detected -
 guest may not have detected more corruptions than corrupt faults fired, and a soak in which no
 fault fired may show no gap at all.  Then the kernel log
 must be clean and the device must work (``fifotest loop``) once the faults are cleared.
+
+Last, the pipe oracle (``pipediff``, guest_driver/programs/pipediff.c) on the device the faults
+just left: batches of random operation sequences drawn from ``--seed``, each run on
+/dev/fifolab0 and on a pipe, for a quarter of the soak's time (at least one batch) -- more
+sequences than the check table's, and after recoveries.  Any difference fails the soak with
+the command that replays it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .lab import Lab, LabConfig, LabError
 
 DEV = "/dev/fifolab0"
 MODPARAMS = "stall_timeout_ms=1500 completion_timeout_ms=250"
+PIPEDIFF_BATCH = 20             # sequences per pipediff run
 
 # (weight, fault command, argument maker); "stall" is armed and resumed by the soak itself.
 MENU: list[tuple[int, str, object]] = [
@@ -53,6 +60,7 @@ class SoakReport:
     armed: collections.Counter
     fired: collections.Counter
     problems: list[str]
+    pipediff: int = 0           # sequences compared with a pipe after the faults
 
     def __str__(self) -> str:
         g = self.guest
@@ -69,6 +77,7 @@ class SoakReport:
             f"unexplained {g.get('unexplained', '?')})",
             f"  paths     writer {g.get('ops_w', '?')}",
             f"            reader {g.get('ops_r', '?')}",
+            f"  pipediff  {self.pipediff} sequences compared with a pipe after the faults",
         ]
         lines += [f"  PROBLEM   {p}" for p in self.problems]
         return "\n".join(lines)
@@ -145,7 +154,29 @@ def soak(lab: Lab, seconds: float, seed: int, out=print) -> SoakReport:
                             f"{(chk.stdout + chk.stderr).strip()[-300:]}")
     except (LabError, KernelLogError) as err:
         problems.append(f"after the soak: {err}")
-    return SoakReport(not problems, time.monotonic() - t0, guest, armed, fired, problems)
+    compared = 0 if problems else _pipediff(lab, seed, seconds / 4, problems)
+    return SoakReport(not problems, time.monotonic() - t0, guest, armed, fired, problems,
+                      compared)
+
+
+def _pipediff(lab: Lab, seed: int, seconds: float, problems: list[str]) -> int:
+    """Batches of pipediff sequences for about ``seconds`` (one at least); how many ran."""
+    end = time.monotonic() + seconds
+    start = 0
+    while True:
+        cmd = f"pipediff {DEV} {seed} {PIPEDIFF_BATCH} --start {start} --quiet"
+        try:
+            res = lab.exec(cmd, timeout=300)
+        except (LabError, KernelLogError) as err:
+            problems.append(f"pipediff: {err}")
+            return start
+        if res.returncode or " 0 differences" not in res.stdout:
+            problems.append(f"the device and a pipe differ ({cmd}):\n"
+                            f"{(res.stdout + res.stderr).strip()[-800:]}")
+            return start
+        start += PIPEDIFF_BATCH
+        if time.monotonic() >= end:
+            return start
 
 
 def _parse(stdout: str) -> dict[str, str]:

@@ -49,6 +49,7 @@ def test_short_soak(lab):
     for path in ("sync", "nonblock", "poll", "posix-aio", "libaio", "io_uring"):
         assert f"{path}:0" not in report.guest["ops_w"].split(","), report.guest["ops_w"]
     assert "sigio:0" not in report.guest["ops_r"].split(","), report.guest["ops_r"]
+    assert report.pipediff >= 20            # a batch compared with a pipe, no difference
 
 
 def test_fuzzer_leaves_a_clean_kernel_and_a_working_device(lab):
