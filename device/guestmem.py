@@ -115,7 +115,8 @@ def open_ram_file(path: str, ram_size: int) -> mmap.mmap:
                               f"--ram-size {ram_size}")
         try:
             return mmap.mmap(fd, ram_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except OSError as err:
-            raise ConfigError(f"cannot map guest RAM file {path!r}: {err.strerror}") from err
+        except (OSError, ValueError) as err:      # ValueError: an empty file or size 0
+            raise ConfigError(f"cannot map guest RAM file {path!r}: "
+                              f"{getattr(err, 'strerror', None) or err}") from err
     finally:
         os.close(fd)

@@ -39,7 +39,7 @@ def test_clear():
 
 
 def test_zero_depth_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="FIFO depth must be positive, not 0"):
         ByteFifo(0)
 
 

@@ -76,8 +76,10 @@ def test_real_q35_layout_on_sparse_file(tmp_path):
 
 
 def test_ram_size_must_fit_buffer():
-    with pytest.raises(ValueError):
-        GuestMemory(bytearray(100), 200)
+    for size in (200, 0, -1):
+        with pytest.raises(ValueError, match=f"ram_size {size} does not fit the 100-byte"):
+            GuestMemory(bytearray(100), size)
+    assert GuestMemory(bytearray(100), 1).ram_size == 1      # the smallest RAM there is
 
 
 def test_open_ram_file_errors(tmp_path):
@@ -87,6 +89,13 @@ def test_open_ram_file_errors(tmp_path):
     short.write_bytes(bytes(100))
     with pytest.raises(ConfigError, match="less than"):
         open_ram_file(str(short), 4096)
+    # the errors name the file and the reason (mutmut: a survivor replaced each message)
+    with pytest.raises(ConfigError, match=f"cannot open guest RAM file '{tmp_path}': Is a dir"):
+        open_ram_file(str(tmp_path), 4096)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    with pytest.raises(ConfigError, match="cannot map guest RAM file .*empty'"):
+        open_ram_file(str(empty), 0)
 
 
 def test_close_releases_mapping(tmp_path):
