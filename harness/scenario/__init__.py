@@ -34,7 +34,7 @@ A file::
 
 Loading (``load_files``) validates everything before anything runs: an error names the file,
 the line and the field (``scenarios[0].steps[2].expect.result``), and unknown fields are
-errors.  Running (``run``): scenarios whose ``lab`` sections are equal share one booted lab.
+errors.  Running (``Runner``): scenarios whose ``lab`` sections are equal share one booted lab.
 Before each scenario the driver is reloaded (``rmmod``/``insmod`` with its ``modparams``):
 that resets the device, empties the FIFOs and clears sticky errors and counters.  After the
 steps the runner clears the faults (``fault-clear``, ``fault-resume``, ``cont``, replug), then
