@@ -1,13 +1,10 @@
 """The FIFO peripheral's policy: what a doorbell, a tick, a host call or an operator does.
 
-This module never touches a socket or a file descriptor.  It sees:
-
-* ``bar2`` -- a writable buffer of :data:`regs.BAR2_SIZE` bytes (the ivshmem shared memory in
-  production, a ``bytearray`` in tests) holding the register block and the two queues;
-* ``mem`` -- a :class:`~device.guestmem.GuestMemory` for DMA;
-* ``raise_vector(v)`` -- a callable that sends MSI-X vector ``v`` to the guest;
-* optionally ``clock()`` (monotonic seconds), ``schedule(when)`` (call :meth:`~FifoDevice.tick`
-  at ``clock() >= when``) and ``emit(name, data)`` (a monitor event).
+No sockets, no file descriptors: a device sees ``bar2`` (a buffer of :data:`regs.BAR2_SIZE`
+bytes: the ivshmem shared memory, a ``bytearray`` in tests), guest RAM (``mem``, a
+:class:`~device.guestmem.GuestMemory`), ``raise_vector(v)`` to send MSI-X vector ``v``, and
+optionally ``clock()``, ``schedule(when)`` (call :meth:`~FifoDevice.tick` then) and ``emit(name,
+data)`` (a monitor event).
 
 **Threads: none.**  The model runs on one asyncio event loop; every call into a device (a
 doorbell, a tick, a host-wire or monitor call) runs to its end before the next, and none awaits.
@@ -23,7 +20,9 @@ The device is made of::
     datapath.DataPath      bytes between requests and the FIFO(s) (fifo.ByteFifo), cut-through
     interrupts.Interrupts  INT_RAISED/INT_ACKED/INT_ENABLE, coalescing, MSI-X messages
     inject.Injector        the armed faults, asked at five hook points
-    FifoDevice (here)      the steps, CONTROL and resets, completion order, errors, registers
+    hostport.HostPort      wired: the host's end of the two FIFOs (``host_*``)
+    completion.Completer   used entries: now or when due (slow), through the USED hook
+    FifoDevice (here)      the steps, CONTROL and resets, what completes when, errors, registers
 
 One doorbell, in order::
 
@@ -44,37 +43,23 @@ One doorbell, in order::
              INT_RAISED/INT_ACKED/INT_ENABLE rule
 
 Every step (a doorbell, a tick, a host call, an operator's reset) runs in ``with
-self._step():``, which starts it with a full :class:`~device.queue.Budget` -- STEP_DESCS
-descriptors walked, STEP_BYTES copied (datasheet 6) -- and ends it with the publish and raise
-above.  A step that reaches a bound sets ``_more``, and the one timer (``schedule``) brings a
-tick at once to carry on -- after the event loop has served everyone else.
+self._step():``: a full :class:`~device.queue.Budget` at its start -- STEP_DESCS descriptors
+walked, STEP_BYTES copied (datasheet 6) -- and the publish and raise above at its end.  A step
+that reaches a bound sets ``_more``, and the one timer (``schedule``) brings a tick at once to
+carry on -- after the event loop has served everyone else.  Delayed completions (``slow``) are
+written by the first step that finds them due, in order per queue.
 
 A NOWAIT request behind a waiting one on the same queue completes at the doorbell that sees it,
 ahead of the waiting one, with ``len = 0`` -- "now" wins over "in order".  (Behind a waiting TX
 the FIFO is full; behind a waiting RX it is empty: the data outcome is the one in-order service
 would give.)
 
-Loopback or wired (``host_wire=True``, feature ``HOST_WIRE``; the drawing is in
-:mod:`device.datapath`): wired, the host is the other end of two FIFOs.  The ``host_*`` calls
-(from :mod:`device.wire`, never from the guest) are steps like a doorbell and lose nothing:
-:meth:`~FifoDevice.host_write` takes only what fits (0 while the device is not READY, so a
-bring-up reset cannot eat host bytes), :meth:`~FifoDevice.host_tx_commit` removes only what
-the host took.  After every doorbell of a wired device the core calls ``wake_host()``, and the
-transport looks at :meth:`~FifoDevice.host_rx_space` and :meth:`~FifoDevice.host_tx_pending`
-again.  A reset (and a power-on) empties both FIFOs.
-
-Operator actions, outside any doorbell: :meth:`~FifoDevice.stall` / :meth:`~FifoDevice.resume`
-(doorbells are counted up and processed at resume; host-wire calls move nothing),
-:meth:`~FifoDevice.device_reset`, :meth:`~FifoDevice.send_spurious`.  Faults
-(:attr:`FifoDevice.faults`, ``docs/faults.md``) act through :mod:`device.inject`.
-
-A device-initiated reset is the section 3 reset plus one rule: the device stays not READY
-(``CONTROL.ENABLE`` is ignored) until the driver performs a reset itself, so that a driver
-that has not noticed cannot post into rings the device has forgotten.
-
-Delayed completions (``slow``) keep each queue's order: a request behind a delayed one on the
-same queue is delayed at least as long.  Their used entries are written when :meth:`tick`
-(or any later step) finds them due; a reset drops them like pending requests.
+A device-initiated reset (a fault, or :meth:`~FifoDevice.device_reset`) is the section 3 reset
+plus one rule: the device stays not READY (``CONTROL.ENABLE`` is ignored) until the driver
+performs a reset itself, so that a driver that has not noticed cannot post into rings the device
+has forgotten.  A stalled device (:meth:`~FifoDevice.stall`) counts doorbells up and handles
+them at :meth:`~FifoDevice.resume`; its host wire moves nothing meanwhile.  Wired, after every
+doorbell the core calls ``wake_host()``: the transport looks at the host end again.
 
 Events (``emit``): ``FAULT_FIRED``, ``DMA_ERROR``, ``DEVICE_RESET``, ``STATE_CHANGE`` -- see
 ``docs/faults.md``.  The transport adds the ``device`` index.
@@ -90,10 +75,12 @@ from typing import Any, Callable, Iterator
 
 from . import regs
 from .bar2 import U32_MASK, Bar2, fence
+from .completion import Completer
 from .datapath import DataPath
 from .faults import FaultSet
 from .fifo import DEFAULT_DEPTH, ByteFifo
 from .guestmem import GuestMemory
+from .hostport import HostPort
 from .inject import Effects, Injector
 from .interrupts import Interrupts
 from .queue import STATUS_OF_ERR, AvailError, Budget, Queue, Request, RingError
@@ -152,12 +139,18 @@ class FifoDevice:
         self._inject = Injector(faults if faults is not None else FaultSet(), Effects(
             clock=lambda: self.clock(), emit=lambda name, data: self.emit(name, data),
             reset=lambda: self._reset("device"), spurious=self.send_spurious,
-            fail=self._fail_injected, write_used=self._write_used), self.log)
+            fail=self._fail_injected, write_used=lambda *entry: self._end.write_used(*entry)),
+            self.log)
         self._irq = Interrupts(self._bar2, raise_vector or (lambda v: None), self._inject.lost,
                                self.log)
+        self._end = Completer(self._queues, lambda: (self._rx_fifo.level, self._tx_fifo.space),
+                              self._irq, self._inject, lambda: self.clock(), self.log)
         self._budget = Budget()
         self._data = DataPath(*self._queues, self._tx_fifo, self._rx_fifo, self._budget,
-                              self._done, self._inject.corrupt_rx)
+                              self._end.done, self._inject.corrupt_rx)
+        self._host = HostPort(self._tx_fifo, self._rx_fifo, self._data, step=self._step,
+                              pump=self._pump, ready=lambda: self._enabled,
+                              stalled=lambda: self._stalled)
         self._stalled = False               # operator state: survives power_on
         self._stalled_rings = 0
         self._wakeup_at: float | None = None
@@ -180,11 +173,10 @@ class FifoDevice:
         self._reset_count = 0
         self._err_count = 0
         self._doorbells = 0
-        self._completions = 0
+        self._end.clear()
         self._irq.clear()
         self._data.clear()
-        self.host_bytes_in = 0      # host -> RX FIFO since power-on (wired)
-        self.host_bytes_out = 0     # TX FIFO -> host since power-on (wired)
+        self._host.clear()
 
     def power_on(self) -> None:
         """Zero BAR2 and the device state, then write the identification registers."""
@@ -288,7 +280,7 @@ class FifoDevice:
                      "tx_level": self._tx_fifo.level},
             "queues": {queue.key: queue.describe() for queue in self._queues},
             "statistics": self._statistics(),
-            "host": {"bytes_in": self.host_bytes_in, "bytes_out": self.host_bytes_out},
+            "host": {"bytes_in": self._host.bytes_in, "bytes_out": self._host.bytes_out},
             "faults": self.faults.describe(),
         }
 
@@ -400,10 +392,10 @@ class FifoDevice:
                 for queue in self._queues:
                     self._fetch(queue)
                 for queue in self._queues:
-                    queue.take(queue.cancelled, self._cancel)
+                    queue.take(queue.cancelled, self._end.cancel)
                 if self._pump():            # else NOWAIT requests get their turn next step
                     for queue in self._queues:
-                        queue.take(_nowait, self._done)
+                        queue.take(_nowait, self._end.done)
             self._bar2.w32(regs.REG_NO_NOTIFY, 0)
             fence()
             if self._more:
@@ -431,7 +423,7 @@ class FifoDevice:
         """Write due delayed completions; add DATA_AVAIL/SPACE_AVAIL if the levels grew since
         the mark; publish; raise; report a state change; ask for a wake-up if one is needed."""
         if self._enabled:
-            self._complete_due()
+            self._end.complete_due()
         level0, space0 = self._mark
         if self._rx_fifo.level > level0:
             self._irq.collect(regs.INT_DATA_AVAIL)
@@ -454,74 +446,38 @@ class FifoDevice:
             self.emit("STATE_CHANGE", dict(zip(("state", "ready", "stalled", "need_reset"),
                                                now)))
 
-    # ---- the host wire (wired devices only) ----
-    #
-    # Called by the transport, never by the guest.  Each call is a step: move bytes, pump the
-    # queues, publish, raise.  Nothing is dropped: a call takes only what fits and reports
-    # how much it took.
+    # ---- the host wire (wired devices only): device/hostport.py ----
 
-    def _need_wire(self) -> None:
+    def _wire(self) -> HostPort:
         if not self.host_wire:
             raise RuntimeError("host wire call on a loopback device")
+        return self._host
+
+    @property
+    def host_bytes_in(self) -> int:
+        return self._host.bytes_in
+
+    @property
+    def host_bytes_out(self) -> int:
+        return self._host.bytes_out
 
     def host_rx_space(self) -> int:
-        """Bytes :meth:`host_write` will take now: the RX FIFO's space, 0 unless READY."""
-        self._need_wire()
-        return self._rx_fifo.space if self._enabled and not self._stalled else 0
+        return self._wire().rx_space()
 
     def host_tx_pending(self) -> int:
-        """Bytes in the TX FIFO waiting for the host (0 while stalled: nothing moves)."""
-        self._need_wire()
-        return 0 if self._stalled else self._tx_fifo.level
+        return self._wire().tx_pending()
 
     def host_write(self, data) -> int:
-        """Host bytes into the RX FIFO: take as many as fit (pending RX requests are served as
-        they arrive, freeing space); return how many were taken -- 0 when full or not READY.
-        """
-        self._need_wire()
-        if not self._enabled or self._stalled:
-            return 0
-        with memoryview(data).cast("B") as src, self._step():
-            taken = self._data.fill_rx(src)
-            self._pump()
-            self.host_bytes_in += taken
-        return taken
+        return self._wire().write(data)
 
     def host_tx_peek(self, n: int | None = None) -> memoryview:
-        """A read-only view of the oldest TX FIFO bytes (one contiguous run, maybe shorter than
-        :meth:`host_tx_pending`); send from it, then :meth:`host_tx_commit` what was sent.
-        Valid until the next call into the device.
-        """
-        self._need_wire()
-        return self._tx_fifo.peek(n)
+        return self._wire().tx_peek(n)
 
     def host_tx_commit(self, n: int) -> int:
-        """The host took the ``n`` oldest TX FIFO bytes: remove them, let waiting TX requests
-        refill the FIFO, raise TX_DONE/SPACE_AVAIL.  Returns how many were removed.
-        """
-        self._need_wire()
-        if self._stalled:
-            return 0
-        with self._step():
-            n = self._tx_fifo.skip(n)
-            self.host_bytes_out += n
-            if self._enabled:
-                self._pump()
-        return n
+        return self._wire().tx_commit(n)
 
     def host_read_into(self, dst) -> int:
-        """Move up to ``len(dst)`` TX FIFO bytes into ``dst`` (refilled from waiting TX
-        requests as it empties); return how many.  :meth:`host_tx_commit` for a copy.
-        """
-        self._need_wire()
-        if self._stalled:
-            return 0
-        with memoryview(dst).cast("B") as out, self._step():
-            got = self._data.drain_tx(out, refill=self._enabled)
-            if self._enabled:
-                self._pump()
-            self.host_bytes_out += got
-        return got
+        return self._wire().read_into(dst)
 
     # ---- CONTROL and resets ----
 
@@ -593,7 +549,7 @@ class FifoDevice:
     def _fail(self, queue: Queue, head: int, err: RingError, injected: bool = False) -> None:
         """Report a bad request (datasheet section 5) and complete it with its status."""
         self._report(queue, head, err, injected)
-        self._complete(queue, head, 0, STATUS_OF_ERR[err.code])
+        self._end.complete(queue, head, 0, STATUS_OF_ERR[err.code])
 
     def _fail_injected(self, r: Request) -> None:
         self._fail(r.queue, r.head, RingError(regs.ERR_DMA_RANGE, r.addr), injected=True)
@@ -611,34 +567,13 @@ class FifoDevice:
         self.emit("DMA_ERROR", {"queue": queue.key, "head": head, "addr": err.addr,
                                 "code": err.code, "injected": injected})
 
-    # ---- completing ----
-
-    def _done(self, r: Request) -> None:
-        """``r`` moved what it will move: complete it now, or later (DONE hook: slow), never
-        ahead of a delayed request on its queue."""
-        due = self._inject.due(r)
-        if due is None and not r.queue.delayed:
-            self._complete(r.queue, r.head, r.moved, regs.ST_OK, r.total)
-        else:
-            r.queue.hold(r, due if due is not None else self.clock())
-
-    def _cancel(self, r: Request) -> None:
-        self._complete(r.queue, r.head, r.moved, regs.ST_CANCELLED, r.total)
-
-    def _complete_due(self) -> None:
-        if not any(queue.delayed for queue in self._queues):
-            return
-        now = self.clock()
-        for queue in self._queues:
-            for head, moved, total in queue.pop_due(now):
-                self._complete(queue, head, moved, regs.ST_OK, total)
-
     def _want_wakeup(self) -> None:
         """Ask ``schedule`` for a :meth:`tick` when the earliest delayed completion is due, or
         at once if a step stopped at a bound (one timer serves both)."""
-        dues = [queue.next_due() for queue in self._queues if queue.delayed]
-        if self._more:
-            dues.append(self.clock())
+        dues = [self.clock()] if self._more else []
+        due = self._end.next_due()
+        if due is not None:
+            dues.append(due)
         if not dues:
             self._wakeup_at = None
             return
@@ -649,27 +584,12 @@ class FifoDevice:
         if self.schedule is not None:
             self.schedule(due)
 
-    def _complete(self, queue: Queue, head: int, length: int, status: int,
-                  total: int | None = None) -> None:
-        """Complete a request (USED hook: hostile); ``total`` is None for a bad chain."""
-        if total is not None and self._inject.used(queue, head, length, status, total):
-            return
-        self._write_used(queue, head, length, status)
-
-    def _write_used(self, queue: Queue, head: int, length: int, status: int) -> None:
-        used = queue.add_used(head, length, status, self._rx_fifo.level, self._tx_fifo.space)
-        self._completions += 1
-        self._irq.entry_written(queue.done_cause)
-        if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug("%s used #%d: id=%d len=%d status=%d", queue.name, used, head,
-                           length, status)
-
     # ---- registers ----
 
     def _statistics(self) -> dict[str, int]:
         return {"tx_bytes": self._data.tx_bytes, "rx_bytes": self._data.rx_bytes,
                 "irqs": self._irq.messages, "doorbells": self._doorbells,
-                "completions": self._completions}
+                "completions": self._end.completions}
 
     def _publish(self) -> None:
         """Write the device-owned level, status and counter registers."""
