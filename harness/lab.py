@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import EventListener, QMPClient, QMPError
+from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError
 
 from images import build as images
 from .kmsg import KernelLogWatcher
@@ -453,13 +453,29 @@ class Lab:
                 raise LabError("QEMU did not open its QMP socket within 30 s" + self._qemu_log())
             await asyncio.sleep(0.01)
         self._qmp = QMPClient("fifolab-qemu")
-        await self._qmp.connect(str(sock))
+        await self._connect(self._qmp, sock)
+
+    async def _connect(self, client: QMPClient, sock: Path, within: float = 30.0) -> None:
+        """Connect ``client`` to QEMU's server socket ``sock``.  The socket file exists from
+        QEMU's bind(), a moment before its listen(): a connect in between is refused (seen on
+        a loaded host), so refusals are retried while QEMU lives, for ``within`` seconds."""
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                await client.connect(str(sock))
+                return
+            except ConnectError as err:
+                if not isinstance(err.exc, (ConnectionRefusedError, FileNotFoundError)) \
+                        or time.monotonic() > deadline:
+                    raise
+            self._check_qemu_alive("while starting")
+            await asyncio.sleep(0.05)
 
     async def _connect_qga(self) -> None:
         self._qga = QMPClient("fifolab-qga")
         self._qga.await_greeting = False
         self._qga.negotiate = False
-        await self._qga.connect(str(self.run_dir / "qga.sock"))
+        await self._connect(self._qga, self.run_dir / "qga.sock")
         # A KVM guest hangs in early boot on some hosts: give it seconds, not minutes.
         boot_timeout = min(self.cfg.boot_timeout, 20.0) if self.cfg.accel == "kvm" \
             else self.cfg.boot_timeout
