@@ -134,6 +134,8 @@ class FifoDevice:
         self.clock = clock or time.monotonic
         self.schedule = schedule            # (when) -> call tick() then; None: nobody will
         self.emit = emit or (lambda name, data: None)
+        # The parts (module docstring); what they need of the device is handed to them here,
+        # clock and emit through lambdas: tests replace them after construction.
         self._queues = tuple(Queue(q, self._bar2, mem, self.log)
                              for q in (regs.QUEUE_TX, regs.QUEUE_RX))
         self._inject = Injector(faults if faults is not None else FaultSet(), Effects(
@@ -204,123 +206,6 @@ class FifoDevice:
         if self._rx_fifo is not self._tx_fifo:
             self._rx_fifo.close()
         self._bar2.release()
-
-    # ---- introspection for tests, logs and the monitor ----
-
-    @property
-    def enabled(self) -> bool:
-        return self._enabled
-
-    @property
-    def fifo_depth(self) -> int:
-        """Capacity of the FIFO (of each FIFO when wired)."""
-        return self._tx_fifo.depth
-
-    @property
-    def fifo_level(self) -> int:
-        """Bytes RX requests can take (the one FIFO in loopback, the RX FIFO when wired)."""
-        return self._rx_fifo.level
-
-    @property
-    def tx_fifo_level(self) -> int:
-        """Bytes TX requests put in that nobody took yet (== fifo_level in loopback)."""
-        return self._tx_fifo.level
-
-    def pending(self, q: int) -> list[int]:
-        """Head indices of the requests pending on queue ``q``, in order."""
-        return [r.head for r in self._queues[q].pending]
-
-    def delayed(self, q: int) -> list[int]:
-        """Head indices of the requests on queue ``q`` whose completion a slow fault delays."""
-        return [head for _, head, _, _ in self._queues[q].delayed]
-
-    @property
-    def faults(self) -> FaultSet:
-        """The faults armed on this device (``device/faults.py``)."""
-        return self._inject.faults
-
-    @property
-    def coalesce(self) -> bool:
-        """Interrupt coalescing (datasheet 2); off: a message per used entry (an operator
-        setting, to measure what coalescing saves)."""
-        return self._irq.coalesce
-
-    @coalesce.setter
-    def coalesce(self, on: bool) -> None:
-        self._irq.coalesce = on
-
-    @property
-    def stalled(self) -> bool:
-        return self._stalled
-
-    @property
-    def need_reset(self) -> bool:
-        """A device-initiated reset happened and the driver has not reset the device yet."""
-        return self._need_reset
-
-    @property
-    def state(self) -> str:
-        """need-reset | ready | reset-done | off (stalling is reported apart)."""
-        if self._need_reset:
-            return "need-reset"
-        if self._enabled:
-            return "ready"
-        return "reset-done" if self._status & regs.STS_RESET_DONE else "off"
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything a monitor shows: registers, FIFOs, queues, statistics, faults."""
-        reg = {name: self._bar2.r32(getattr(regs, "REG_" + name)) for name in _SNAPSHOT_REGS}
-        reg["ERR_ADDR"] = self._bar2.r64(regs.REG_ERR_ADDR)
-        return {
-            "mode": "wired" if self.host_wire else "loopback",
-            "state": self.state, "ready": self._enabled, "stalled": self._stalled,
-            "need_reset": self._need_reset, "stalled_doorbells": self._stalled_rings,
-            "registers": reg,
-            "fifo": {"depth": self._tx_fifo.depth, "rx_level": self._rx_fifo.level,
-                     "tx_level": self._tx_fifo.level},
-            "queues": {queue.key: queue.describe() for queue in self._queues},
-            "statistics": self._statistics(),
-            "host": {"bytes_in": self._host.bytes_in, "bytes_out": self._host.bytes_out},
-            "faults": self.faults.describe(),
-        }
-
-    # ---- operator actions (fault injection outside a doorbell) ----
-
-    def stall(self) -> bool:
-        """Stop processing: doorbells are counted up, not handled, until :meth:`resume`.
-        False if already stalled."""
-        if self._stalled:
-            return False
-        self._stalled = True
-        self.log.info("stalled")
-        self._state_changed()
-        return True
-
-    def resume(self) -> int:
-        """Process the doorbells that came while stalled (as one); return how many came."""
-        if not self._stalled:
-            return 0
-        self._stalled = False
-        rings, self._stalled_rings = self._stalled_rings, 0
-        self.log.info("resumed (%d doorbells while stalled)", rings)
-        if rings:
-            self.doorbell(rings)
-        else:
-            self.tick()
-            self._wake_host()
-        self._state_changed()
-        return rings
-
-    def device_reset(self) -> None:
-        """A device-initiated reset, now (see the module docstring)."""
-        with self._step():
-            self._reset("device")
-            self._mark_levels()
-        self._wake_host()
-
-    def send_spurious(self, vector: int, count: int = 1) -> int:
-        """Send MSI-X ``vector`` ``count`` times with nothing to report (INT_RAISED stays)."""
-        return self._irq.spurious(vector, count)
 
     # ---- steps ----
 
@@ -434,6 +319,23 @@ class FifoDevice:
         self._state_changed()
         self._want_wakeup()
 
+    def _want_wakeup(self) -> None:
+        """Ask ``schedule`` for a :meth:`tick` when the earliest delayed completion is due, or
+        at once if a step stopped at a bound (one timer serves both)."""
+        dues = [self.clock()] if self._more else []
+        due = self._end.next_due()
+        if due is not None:
+            dues.append(due)
+        if not dues:
+            self._wakeup_at = None
+            return
+        due = min(dues)
+        if self._wakeup_at is not None and self._wakeup_at <= due:
+            return              # a tick no later than that is already asked for
+        self._wakeup_at = due
+        if self.schedule is not None:
+            self.schedule(due)
+
     def _wake_host(self) -> None:
         if self.host_wire and self.wake_host is not None:
             self.wake_host()
@@ -445,39 +347,6 @@ class FifoDevice:
             self._last_state = now
             self.emit("STATE_CHANGE", dict(zip(("state", "ready", "stalled", "need_reset"),
                                                now)))
-
-    # ---- the host wire (wired devices only): device/hostport.py ----
-
-    def _wire(self) -> HostPort:
-        if not self.host_wire:
-            raise RuntimeError("host wire call on a loopback device")
-        return self._host
-
-    @property
-    def host_bytes_in(self) -> int:
-        return self._host.bytes_in
-
-    @property
-    def host_bytes_out(self) -> int:
-        return self._host.bytes_out
-
-    def host_rx_space(self) -> int:
-        return self._wire().rx_space()
-
-    def host_tx_pending(self) -> int:
-        return self._wire().tx_pending()
-
-    def host_write(self, data) -> int:
-        return self._wire().write(data)
-
-    def host_tx_peek(self, n: int | None = None) -> memoryview:
-        return self._wire().tx_peek(n)
-
-    def host_tx_commit(self, n: int) -> int:
-        return self._wire().tx_commit(n)
-
-    def host_read_into(self, dst) -> int:
-        return self._wire().read_into(dst)
 
     # ---- CONTROL and resets ----
 
@@ -567,23 +436,6 @@ class FifoDevice:
         self.emit("DMA_ERROR", {"queue": queue.key, "head": head, "addr": err.addr,
                                 "code": err.code, "injected": injected})
 
-    def _want_wakeup(self) -> None:
-        """Ask ``schedule`` for a :meth:`tick` when the earliest delayed completion is due, or
-        at once if a step stopped at a bound (one timer serves both)."""
-        dues = [self.clock()] if self._more else []
-        due = self._end.next_due()
-        if due is not None:
-            dues.append(due)
-        if not dues:
-            self._wakeup_at = None
-            return
-        due = min(dues)
-        if self._wakeup_at is not None and self._wakeup_at <= due:
-            return              # a tick no later than that is already asked for
-        self._wakeup_at = due
-        if self.schedule is not None:
-            self.schedule(due)
-
     # ---- registers ----
 
     def _statistics(self) -> dict[str, int]:
@@ -601,3 +453,153 @@ class FifoDevice:
             self._bar2.w32(reg, value)
         for name, value in self._statistics().items():
             self._bar2.w64(_STAT_REGS[name], value)
+
+    # ---- operator actions (fault injection outside a doorbell) ----
+
+    def stall(self) -> bool:
+        """Stop processing: doorbells are counted up, not handled, until :meth:`resume`.
+        False if already stalled."""
+        if self._stalled:
+            return False
+        self._stalled = True
+        self.log.info("stalled")
+        self._state_changed()
+        return True
+
+    def resume(self) -> int:
+        """Process the doorbells that came while stalled (as one); return how many came."""
+        if not self._stalled:
+            return 0
+        self._stalled = False
+        rings, self._stalled_rings = self._stalled_rings, 0
+        self.log.info("resumed (%d doorbells while stalled)", rings)
+        if rings:
+            self.doorbell(rings)
+        else:
+            self.tick()
+            self._wake_host()
+        self._state_changed()
+        return rings
+
+    def device_reset(self) -> None:
+        """A device-initiated reset, now (see the module docstring)."""
+        with self._step():
+            self._reset("device")
+            self._mark_levels()
+        self._wake_host()
+
+    def send_spurious(self, vector: int, count: int = 1) -> int:
+        """Send MSI-X ``vector`` ``count`` times with nothing to report (INT_RAISED stays)."""
+        return self._irq.spurious(vector, count)
+
+    # ---- the host wire (wired devices only): device/hostport.py ----
+
+    def _wire(self) -> HostPort:
+        if not self.host_wire:
+            raise RuntimeError("host wire call on a loopback device")
+        return self._host
+
+    @property
+    def host_bytes_in(self) -> int:
+        return self._host.bytes_in
+
+    @property
+    def host_bytes_out(self) -> int:
+        return self._host.bytes_out
+
+    def host_rx_space(self) -> int:
+        return self._wire().rx_space()
+
+    def host_tx_pending(self) -> int:
+        return self._wire().tx_pending()
+
+    def host_write(self, data) -> int:
+        return self._wire().write(data)
+
+    def host_tx_peek(self, n: int | None = None) -> memoryview:
+        return self._wire().tx_peek(n)
+
+    def host_tx_commit(self, n: int) -> int:
+        return self._wire().tx_commit(n)
+
+    def host_read_into(self, dst) -> int:
+        return self._wire().read_into(dst)
+
+    # ---- introspection for tests, logs and the monitor ----
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def fifo_depth(self) -> int:
+        """Capacity of the FIFO (of each FIFO when wired)."""
+        return self._tx_fifo.depth
+
+    @property
+    def fifo_level(self) -> int:
+        """Bytes RX requests can take (the one FIFO in loopback, the RX FIFO when wired)."""
+        return self._rx_fifo.level
+
+    @property
+    def tx_fifo_level(self) -> int:
+        """Bytes TX requests put in that nobody took yet (== fifo_level in loopback)."""
+        return self._tx_fifo.level
+
+    def pending(self, q: int) -> list[int]:
+        """Head indices of the requests pending on queue ``q``, in order."""
+        return [r.head for r in self._queues[q].pending]
+
+    def delayed(self, q: int) -> list[int]:
+        """Head indices of the requests on queue ``q`` whose completion a slow fault delays."""
+        return [head for _, head, _, _ in self._queues[q].delayed]
+
+    @property
+    def faults(self) -> FaultSet:
+        """The faults armed on this device (``device/faults.py``)."""
+        return self._inject.faults
+
+    @property
+    def coalesce(self) -> bool:
+        """Interrupt coalescing (datasheet 2); off: a message per used entry (an operator
+        setting, to measure what coalescing saves)."""
+        return self._irq.coalesce
+
+    @coalesce.setter
+    def coalesce(self, on: bool) -> None:
+        self._irq.coalesce = on
+
+    @property
+    def stalled(self) -> bool:
+        return self._stalled
+
+    @property
+    def need_reset(self) -> bool:
+        """A device-initiated reset happened and the driver has not reset the device yet."""
+        return self._need_reset
+
+    @property
+    def state(self) -> str:
+        """need-reset | ready | reset-done | off (stalling is reported apart)."""
+        if self._need_reset:
+            return "need-reset"
+        if self._enabled:
+            return "ready"
+        return "reset-done" if self._status & regs.STS_RESET_DONE else "off"
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a monitor shows: registers, FIFOs, queues, statistics, faults."""
+        reg = {name: self._bar2.r32(getattr(regs, "REG_" + name)) for name in _SNAPSHOT_REGS}
+        reg["ERR_ADDR"] = self._bar2.r64(regs.REG_ERR_ADDR)
+        return {
+            "mode": "wired" if self.host_wire else "loopback",
+            "state": self.state, "ready": self._enabled, "stalled": self._stalled,
+            "need_reset": self._need_reset, "stalled_doorbells": self._stalled_rings,
+            "registers": reg,
+            "fifo": {"depth": self._tx_fifo.depth, "rx_level": self._rx_fifo.level,
+                     "tx_level": self._tx_fifo.level},
+            "queues": {queue.key: queue.describe() for queue in self._queues},
+            "statistics": self._statistics(),
+            "host": {"bytes_in": self._host.bytes_in, "bytes_out": self._host.bytes_out},
+            "faults": self.faults.describe(),
+        }

@@ -1,9 +1,9 @@
 """Fault injection: which faults exist, where in the device they fire, and when.
 
 Pure: no sockets, no clocks, no I/O.  :class:`~device.core.FifoDevice` owns a
-:class:`FaultSet` and asks it at a few **hook points** whether an armed fault fires there; the
-core then applies the fault's effect with its own machinery (an injected DMA error goes
-through the same ``_fail`` as a real one).  The monitor (``device/monitor.py``) arms faults
+:class:`FaultSet` and asks it at a few **hook points** whether an armed fault fires there;
+:mod:`device.inject` applies the fault's effect through the device's own paths (an injected
+DMA error goes through the same ``_fail`` as a real one).  The monitor (``device/monitor.py``) arms faults
 through QMP.
 
 Hook points, in the order a doorbell meets them::

@@ -109,9 +109,9 @@ class Queue:
     """Queue ``index`` (regs.QUEUE_TX or QUEUE_RX) of the device whose BAR2 is ``bar2``.
 
     ``pending``: fetched requests, in the order posted, until they have moved what they will
-    move.  ``delayed``: ``(due, head, moved, total)`` of requests whose used entry a slow fault
-    holds back, in due order.  Both are the device's to manage; the queue only fills
-    ``pending`` and empties both at a reset.
+    move (the data path and the policy take them off).  ``delayed``: ``(due, head, moved,
+    total)`` of requests whose used entry a slow fault holds back, in due order
+    (:meth:`hold`, :meth:`pop_due`).  A reset empties both.
     """
 
     def __init__(self, index: int, bar2: Bar2, mem: GuestMemory, log: logging.Logger) -> None:
