@@ -3,7 +3,7 @@
 * :func:`memcpy_rate` -- the host C library's ``memmove`` between two mappings (through
   ``ctypes``: one call per block, so the Python overhead is one call per block too);
 * :func:`model_copy_rate` -- the device model's own way of moving payload: a memoryview slice
-  assignment from one mapping into another, as :mod:`device.core` copies between guest RAM
+  assignment from one mapping into another, as :mod:`device.datapath` copies between guest RAM
   and its FIFO (or, cut-through, between two guest buffers);
 * :func:`model_fifo_rate` -- the model's loopback data path through its FIFO: every byte goes
   into a :class:`~device.fifo.ByteFifo` and out again (two copies), in blocks of the FIFO's
