@@ -444,8 +444,11 @@ class FifoDevice:
                 "completions": self._end.completions}
 
     def _publish(self) -> None:
-        """Write the device-owned level, status and counter registers."""
-        for reg, value in ((regs.REG_STATUS, self._status),
+        """Write the device-owned level, status, cause and counter registers -- every step,
+        so that what a guest scribbled over one of them lasts until the next step at most
+        (a stray INT_RAISED bit would otherwise read as a cause never raised)."""
+        for reg, value in ((regs.REG_INT_RAISED, self._irq.raised),
+                           (regs.REG_STATUS, self._status),
                            (regs.REG_RX_LEVEL, self._rx_fifo.level),
                            (regs.REG_TX_SPACE, self._tx_fifo.space),
                            (regs.REG_RESET_COUNT, self._reset_count),
