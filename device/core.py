@@ -273,9 +273,10 @@ class FifoDevice:
         self._more = False
         for _ in range(MAX_RECHECKS):
             before = [queue.last_avail for queue in self._queues]
-            if self._enabled:
-                for queue in self._queues:
+            for queue in self._queues:
+                if self._enabled:           # an AVAIL_IDX error stops the device: no more
                     self._fetch(queue)
+            if self._enabled:
                 for queue in self._queues:
                     queue.take(queue.cancelled, self._end.cancel)
                 if self._pump():            # else NOWAIT requests get their turn next step
@@ -323,7 +324,7 @@ class FifoDevice:
         """Ask ``schedule`` for a :meth:`tick` when the earliest delayed completion is due, or
         at once if a step stopped at a bound (one timer serves both)."""
         dues = [self.clock()] if self._more else []
-        due = self._end.next_due()
+        due = self._end.next_due() if self._enabled else None   # disabled: written later
         if due is not None:
             dues.append(due)
         if not dues:
