@@ -33,6 +33,15 @@ PINS_SH = ("p() { echo 1 > /proc/sys/vm/stat_refresh; awk '/^nr_foll_pin_acquire
            "/^nr_foll_pin_released/{r=$2} END{print a-r}' /proc/vmstat; }")
 
 
+def loop_when_running_sh(n: int = 0) -> str:
+    """Guest shell: wait up to 10 s for device ``n``'s driver to be running again (a recovery
+    is asynchronous; a missing attribute counts as running), then a checksummed 100000-byte
+    loopback through /dev/fifolab``n``, which prints ``ok 100000``."""
+    node = f"/sys/class/fifolab/fifolab{n}/running"
+    return (f"for i in $(seq 200); do [ \"$(cat {node} 2>/dev/null || echo 1)\" = 1 ] && "
+            f"break; sleep 0.05; done; fifotest loop /dev/fifolab{n} 100000 7")
+
+
 def pattern(n: int) -> bytes:
     """The bytes the harness injects: byte i is (i * 7 + 3) mod 251 (the programs check it)."""
     period = bytes((i * 7 + 3) % 251 for i in range(251))

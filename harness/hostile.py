@@ -41,6 +41,7 @@ import threading
 import time
 from pathlib import Path
 
+from .checks import loop_when_running_sh
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
 
@@ -66,9 +67,7 @@ LOOP_CHECK = (
     f"for i in $(seq 100); do [ -c {DEV} ] && break; sleep 0.05; done; "
     f"if [ ! -c {DEV} ]; then echo 'driver: not bound after the run; reloading'; "
     f"rmmod fifolab; insmod /lib/modules/fifolab.ko; fi; "
-    f"for i in $(seq 200); do [ \"$(cat /sys/class/fifolab/fifolab0/running 2>/dev/null)\" = 1 ]"
-    f" && break; sleep 0.05; done; "
-    f"fifotest loop {DEV} 100000 7 || {{ echo '--- driver counters'; "
+    f"{loop_when_running_sh()} || {{ echo '--- driver counters'; "
     f"cd /sys/class/fifolab/fifolab0 && grep -s . errors device_resets bad_completions "
     f"recoveries stalls; echo '--- kernel log'; dmesg | tail -8; exit 1; }}")
 

@@ -30,6 +30,7 @@ import dataclasses
 import random
 import time
 
+from .checks import loop_when_running_sh
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
 
@@ -146,9 +147,7 @@ def soak(lab: Lab, seconds: float, seed: int, out=print) -> SoakReport:
         if res.returncode not in (0, 1):
             problems.append(f"soaker exited {res.returncode}: {res.stderr.strip()[-300:]}")
     try:
-        node = "/sys/class/fifolab/fifolab0/running"
-        chk = lab.exec(f"for i in $(seq 200); do [ \"$(cat {node})\" = 1 ] && break; "
-                       f"sleep 0.05; done; fifotest loop {DEV} 100000 7", timeout=120)
+        chk = lab.exec(loop_when_running_sh(), timeout=120)
         if chk.returncode or "ok 100000" not in chk.stdout:
             problems.append(f"the device does not work after the soak: "
                             f"{(chk.stdout + chk.stderr).strip()[-300:]}")

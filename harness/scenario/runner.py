@@ -10,6 +10,7 @@ import shlex
 import time
 from typing import Callable
 
+from ..checks import loop_when_running_sh
 from ..kmsg import KernelLogError
 from ..lab import GuestJob, Lab, LabError
 from .judge import Result, Verdict, cross_check, judge_counters, judge_events
@@ -176,11 +177,7 @@ class Runner:
         lab.kmsg.check()
         if not sc.integrity:
             return []
-        # recovery is asynchronous: give the driver up to 10 s to be running again
-        node = f"/sys/class/fifolab/fifolab{sc.device}"
-        res = lab.exec(f"for i in $(seq 200); do [ \"$(cat {node}/running 2>/dev/null || "
-                       f"echo 1)\" = 1 ] && break; sleep 0.05; done; "
-                       f"fifotest loop /dev/fifolab{sc.device} 100000 7", timeout=60)
+        res = lab.exec(loop_when_running_sh(sc.device), timeout=60)
         ok = res.returncode == 0 and "ok 100000" in res.stdout
         return [Verdict("integrity", "fifotest loop ok", "ok" if ok else
                         f"exit {res.returncode}: {(res.stdout + res.stderr).strip()[:200]}",
