@@ -80,8 +80,8 @@ U32 = 0xFFFF_FFFF
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_DESC = struct.Struct("<QIHH")
-_USED = struct.Struct("<IIII")
+_DESC = regs.desc_layout      # the one home of the entry layouts
+_USED = regs.used_layout
 
 # guest RAM: low RAM [0, LOW), the hole, high RAM [4 GiB, 4 GiB + HIGH); a canary after it in
 # the buffer that no DMA may reach
