@@ -10,10 +10,11 @@ and counts what fired from the model's FAULT_FIRED events.
 
 The verdict, record by record: a duplicated record is never acceptable; a lost or damaged one
 only if an op reported an error whose stream span (the reader's position to the end of the
-write in progress) covers it (the guest judges that: ``unexplained`` must be 0), or, for a
-single damaged record with no error, if it is a corruption the reader detected -- and the
-guest may not have detected more corruptions than corrupt faults fired, and a soak in which no
-fault fired may show no gap at all.  Then the kernel log
+write in progress) covers it (the guest judges that: ``unexplained`` must be 0), or, for
+damaged records with no error, if each is the record due there with one bit flipped (a
+corruption the reader detected: the stream kept its length, the record failed its checksum)
+-- and the guest may not have detected more corruptions than corrupt faults fired (one bit
+each), and a soak in which no fault fired may show no gap at all.  Then the kernel log
 must be clean and the device must work (``fifotest loop``) once the faults are cleared.
 
 Last, the pipe oracle (``pipediff``, guest_driver/programs/pipediff.c) on the device the faults

@@ -35,10 +35,13 @@
  *     one such span (spans that touch are merged, so a burst of errors
  *     costs one entry; more spans than fit fail the soak, they never
  *     explain everything);
- *   - otherwise a garbage run of at most one record (a flipped bit: the
- *     record failed its checksum) is a *detected corruption*: the host
- *     checks that no more were detected than corrupt faults fired, and that
- *     a soak in which no fault fired has no gap at all;
+ *   - otherwise a garbage run that is exactly the missing records, each
+ *     differing from the record that belongs there in one bit (a flipped
+ *     bit: the record failed its checksum, the stream kept its length), is
+ *     that many *detected corruptions*: the host checks that no more were
+ *     detected than corrupt faults fired (one bit each), and that a soak in
+ *     which no fault fired has no gap at all.  Stale or shifted bytes are
+ *     never a corruption: they differ in many bits, or change the length;
  *   - anything else is unexplained: the soak fails.
  *
  * At the end the writer stops, the reader drains (up to 10 s without
@@ -141,6 +144,19 @@ static void make_record(uint32_t seq, uint8_t *r)
 	crc = crc32_update(0, r + 4, 4);
 	crc = crc32_update(crc, r + 12, RECORD - 12);
 	memcpy(r + 8, &crc, 4);
+}
+
+/* The byte at offset i (0 <= i < RECORD) of record seq. */
+static uint8_t record_byte(uint32_t seq, int i)
+{
+	static uint8_t r[RECORD];
+	static uint32_t made = UINT32_MAX;
+
+	if (made != seq) {
+		make_record(seq, r);
+		made = seq;
+	}
+	return r[i];
 }
 
 static int record_ok(const uint8_t *r, uint32_t *seq)
@@ -387,6 +403,7 @@ static unsigned long records, gaps, explained, corrupt_detected, unexplained;
 struct gap {
 	double last_good, seen;
 	int garbage;		/* bytes skipped before it */
+	int flipped;		/* bits in which they differ from the records due there */
 	uint32_t missing;
 	uint32_t first;		/* the first record number missing */
 	int duplicate;		/* a step back: records delivered twice */
@@ -404,13 +421,16 @@ static void judge(struct gap g)
 			g.missing, g.first);
 	} else if (error_covers(g.first, g.missing ? g.missing : 1)) {
 		explained++;	/* records lost, or cut (garbage), where an error was */
-	} else if (g.garbage && g.garbage <= 2 * RECORD && g.missing <= 1) {
-		corrupt_detected++;
+	} else if (g.missing && g.garbage == (int)g.missing * RECORD &&
+		   g.flipped == (int)g.missing) {
+		corrupt_detected += g.missing;	/* one flipped bit per record */
 	} else {
 		unexplained++;
-		fprintf(stderr, "soaker: unexplained gap: records #%u..#%u missing, %d "
-			"garbage bytes, %.3f s after the last good record\n",
-			g.first, g.first + g.missing, g.garbage, g.seen - g.last_good);
+		fprintf(stderr, "soaker: unexplained gap: %u record(s) from #%u missing, %d "
+			"garbage bytes (%d bits off the records due there), %.3f s after "
+			"the last good record\n",
+			g.missing, g.first, g.garbage, g.flipped,
+			g.seen - g.last_good);
 	}
 }
 
@@ -422,116 +442,78 @@ static void add_gap(struct gap g)
 		pending[n_pending++] = g;
 }
 
-int main(int argc, char **argv)
+/*
+ * The reader's view of the stream: the record it expects next, and the
+ * garbage run it is in (bytes, and their bits off the records due there).
+ */
+struct reader {
+	uint32_t expect, last_dup;
+	int garbage, flipped;
+	double last_good;
+};
+
+/*
+ * Parse the whole records in stream[0, have), noting gaps; keeps the
+ * incomplete tail at the start of stream and returns its length.
+ */
+static size_t parse(struct reader *rd, uint8_t *stream, size_t have)
 {
-	static uint8_t stream[4 * MAX_OP];
-	size_t have = 0;
-	uint32_t expect = 0, last_dup = UINT32_MAX - 1;
-	int garbage = 0;
-	double last_good, idle_since = 0;
-	uint64_t s;
-	pthread_t wt;
-	struct io io;
-	sigset_t all;
+	size_t off = 0;
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: soaker DEV SECONDS [SEED]\n");
-		return 2;
+	while (have - off >= RECORD) {
+		uint32_t seq;
+
+		if (!record_ok(stream + off, &seq)) {
+			/* how far is it from the byte due here? */
+			rd->flipped += __builtin_popcount(stream[off] ^
+				record_byte(rd->expect + rd->garbage / RECORD,
+					    rd->garbage % RECORD));
+			off++;
+			rd->garbage++;
+			continue;
+		}
+		if (seq != rd->expect || rd->garbage) {
+			struct gap g = { .last_good = rd->last_good, .seen = now(),
+					 .garbage = rd->garbage, .flipped = rd->flipped,
+					 .first = rd->expect };
+
+			if (seq > rd->expect) {
+				g.missing = seq - rd->expect;
+			} else if (seq < rd->expect) {
+				g.missing = rd->expect - seq;
+				g.first = seq;
+				g.duplicate = 1;
+			}
+			/* a run of duplicates is one gap */
+			if (!(g.duplicate && seq == rd->last_dup + 1))
+				add_gap(g);
+			if (g.duplicate)
+				rd->last_dup = seq;
+		}
+		records++;
+		if (seq >= rd->expect)
+			rd->expect = seq + 1;
+		atomic_store(&reader_at, (uint64_t)rd->expect * RECORD);
+		rd->garbage = 0;
+		rd->flipped = 0;
+		rd->last_good = now();
+		off += RECORD;
 	}
-	dev = argv[1];
-	seconds = atof(argv[2]);
-	seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 1;
-	s = seed * 2 + 3;
-	alarm((unsigned int)seconds + 120);
-	/* a full RT signal queue falls back to plain SIGIO: ignore that one */
-	signal(SIGIO, SIG_IGN);
-	sigemptyset(&all);
-	sigaddset(&all, SIGRTMIN + 2);
-	pthread_sigmask(SIG_BLOCK, &all, NULL);		/* inherited by the writer */
-	io_open(&io, 1);
-	last_good = now();
-	pthread_create(&wt, NULL, writer, NULL);
+	memmove(stream, stream + off, have - off);
+	return have - off;
+}
 
-	for (;;) {
-		int done = atomic_load(&writer_done);
-		int path = rnd(&s) % NPATHS;
-		size_t len = 1 + rnd(&s) % MAX_OP;
-		long n;
-
-		if (done && last_written_seq && expect >= last_written_seq)
-			break;
-		if (path != P_SIGIO) {
-			/* keep the signal queue short: the sigio path waits for new ones */
-			struct timespec zero = { 0, 0 };
-
-			while (sigtimedwait(&io.sigs, NULL, &zero) > 0)
-				;
-		}
-		/* never block on an empty FIFO: the writer may be finished */
-		if (!(wait_fd(io.fd, POLLIN, 200) & POLLIN)) {
-			if (done) {
-				if (!idle_since)
-					idle_since = now();
-				if (now() - idle_since > 10)
-					break;
-			}
-			continue;
-		}
-		idle_since = 0;
-		if (len > sizeof(stream) - have)
-			len = sizeof(stream) - have;
-		n = do_op(&io, path, 0, stream + have, len);
-		ops_r[path]++;
-		if (n == -EAGAIN)
-			continue;
-		if (n < 0) {
-			note_error(n, 0);
-			continue;
-		}
-		atomic_fetch_add(&bytes_read, n);
-		have += n;
-		/* parse what we have */
-		size_t off = 0;
-
-		while (have - off >= RECORD) {
-			uint32_t seq;
-
-			if (!record_ok(stream + off, &seq)) {
-				off++;
-				garbage++;
-				continue;
-			}
-			if (seq != expect || garbage) {
-				struct gap g = { last_good, now(), garbage, 0, expect, 0 };
-
-				if (seq > expect) {
-					g.missing = seq - expect;
-				} else if (seq < expect) {
-					g.missing = expect - seq;
-					g.first = seq;
-					g.duplicate = 1;
-				}
-				/* a run of duplicates is one gap */
-				if (!(g.duplicate && seq == last_dup + 1))
-					add_gap(g);
-				if (g.duplicate)
-					last_dup = seq;
-			}
-			records++;
-			if (seq >= expect)
-				expect = seq + 1;
-			atomic_store(&reader_at, (uint64_t)expect * RECORD);
-			garbage = 0;
-			last_good = now();
-			off += RECORD;
-		}
-		memmove(stream, stream + off, have - off);
-		have -= off;
-	}
-	pthread_join(wt, NULL);
-	if (last_written_seq && expect < last_written_seq) {
-		struct gap g = { last_good, now(), garbage,
-				 last_written_seq - expect, expect, 0 };
+/*
+ * The end of the stream: the records after the last one read are missing
+ * (judged as any gap), then every gap is judged and the summary printed.
+ */
+static int report(struct reader *rd)
+{
+	if (last_written_seq && rd->expect < last_written_seq) {
+		struct gap g = { .last_good = rd->last_good, .seen = now(),
+				 .garbage = rd->garbage, .flipped = rd->flipped,
+				 .missing = last_written_seq - rd->expect,
+				 .first = rd->expect };
 		add_gap(g);
 	}
 	if (spans_overflow) {
@@ -563,4 +545,104 @@ int main(int argc, char **argv)
 		printf("%s%s:%lu", p ? "," : "", path_names[p], ops_r[p]);
 	printf("\n");
 	return unexplained ? 1 : 0;
+}
+
+/*
+ * soaker --judge FILE: the reader's judgement of a recorded stream (no
+ * device, no error spans), so that the host can check the oracle itself.
+ */
+static int judge_file(const char *path)
+{
+	static uint8_t stream[4 * MAX_OP];
+	struct reader rd = { .last_dup = UINT32_MAX - 1, .last_good = now() };
+	size_t have = 0;
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0) {
+		perror(path);
+		return 2;
+	}
+	while ((n = read(fd, stream + have, MAX_OP)) > 0) {
+		atomic_fetch_add(&bytes_read, n);
+		have = parse(&rd, stream, have + n);
+	}
+	close(fd);
+	return report(&rd);
+}
+
+int main(int argc, char **argv)
+{
+	static uint8_t stream[4 * MAX_OP];
+	size_t have = 0;
+	struct reader rd = { .last_dup = UINT32_MAX - 1 };
+	double idle_since = 0;
+	uint64_t s;
+	pthread_t wt;
+	struct io io;
+	sigset_t all;
+
+	if (argc == 3 && !strcmp(argv[1], "--judge"))
+		return judge_file(argv[2]);
+	if (argc < 3) {
+		fprintf(stderr, "usage: soaker DEV SECONDS [SEED]\n"
+			"       soaker --judge FILE   (judge a recorded stream)\n");
+		return 2;
+	}
+	dev = argv[1];
+	seconds = atof(argv[2]);
+	seed = argc > 3 ? strtoull(argv[3], NULL, 0) : 1;
+	s = seed * 2 + 3;
+	alarm((unsigned int)seconds + 120);
+	/* a full RT signal queue falls back to plain SIGIO: ignore that one */
+	signal(SIGIO, SIG_IGN);
+	sigemptyset(&all);
+	sigaddset(&all, SIGRTMIN + 2);
+	pthread_sigmask(SIG_BLOCK, &all, NULL);		/* inherited by the writer */
+	io_open(&io, 1);
+	rd.last_good = now();
+	pthread_create(&wt, NULL, writer, NULL);
+
+	for (;;) {
+		int done = atomic_load(&writer_done);
+		int path = rnd(&s) % NPATHS;
+		size_t len = 1 + rnd(&s) % MAX_OP;
+		long n;
+
+		if (done && last_written_seq && rd.expect >= last_written_seq)
+			break;
+		if (path != P_SIGIO) {
+			/* keep the signal queue short: the sigio path waits for new ones */
+			struct timespec zero = { 0, 0 };
+
+			while (sigtimedwait(&io.sigs, NULL, &zero) > 0)
+				;
+		}
+		/* never block on an empty FIFO: the writer may be finished */
+		if (!(wait_fd(io.fd, POLLIN, 200) & POLLIN)) {
+			if (done) {
+				if (!idle_since)
+					idle_since = now();
+				if (now() - idle_since > 10)
+					break;
+			}
+			continue;
+		}
+		idle_since = 0;
+		if (len > sizeof(stream) - have)
+			len = sizeof(stream) - have;
+		n = do_op(&io, path, 0, stream + have, len);
+		ops_r[path]++;
+		if (n == -EAGAIN)
+			continue;
+		if (n < 0) {
+			note_error(n, 0);
+			continue;
+		}
+		atomic_fetch_add(&bytes_read, n);
+		have += n;
+		have = parse(&rd, stream, have);
+	}
+	pthread_join(wt, NULL);
+	return report(&rd);
 }
