@@ -16,13 +16,14 @@ import dataclasses
 import itertools
 import time
 
+from .driver import GUEST_KO, node, sysfs
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
 
-DEV0 = "/dev/fifolab0"
-DEV1 = "/dev/fifolab1"
+DEV0 = node(0)
+DEV1 = node(1)
 WIRED = 2
-DEVW = f"/dev/fifolab{WIRED}"
+DEVW = node(WIRED)
 
 PATHS = ("driver", "sync", "non-blocking", "poll", "SIGIO", "POSIX AIO", "libaio", "io_uring",
          "stream")
@@ -31,15 +32,6 @@ PATHS = ("driver", "sync", "non-blocking", "poll", "SIGIO", "POSIX AIO", "libaio
 # per-CPU counter deltas in first: /proc/vmstat alone lags.
 PINS_SH = ("p() { echo 1 > /proc/sys/vm/stat_refresh; awk '/^nr_foll_pin_acquired/{a=$2} "
            "/^nr_foll_pin_released/{r=$2} END{print a-r}' /proc/vmstat; }")
-
-
-def loop_when_running_sh(n: int = 0) -> str:
-    """Guest shell: wait up to 10 s for device ``n``'s driver to be running again (a recovery
-    is asynchronous; a missing attribute counts as running), then a checksummed 100000-byte
-    loopback through /dev/fifolab``n``, which prints ``ok 100000``."""
-    node = f"/sys/class/fifolab/fifolab{n}/running"
-    return (f"for i in $(seq 200); do [ \"$(cat {node} 2>/dev/null || echo 1)\" = 1 ] && "
-            f"break; sleep 0.05; done; fifotest loop /dev/fifolab{n} 100000 7")
 
 
 def pattern(n: int) -> bytes:
@@ -80,7 +72,7 @@ def _loop(size: int, offset: int = 0) -> Check:
 
 CHECKS: list[Check] = [
     Check("driver binds", f"test -c {DEV0} && grep -q '^fifolab ' /proc/modules "
-                          f"&& ls /sys/class/fifolab/", path="driver"),
+                          f"&& ls {sysfs(0).rsplit('/', 1)[0]}/", path="driver"),
     Check("hello through the FIFO",
           f"printf hello > {DEV0} && dd if={DEV0} bs=5 count=1 2>/dev/null", expect="hello"),
     _loop(1),
@@ -165,13 +157,15 @@ CHECKS: list[Check] = [
           "| grep -c '\"verified\": true' | sed 's/^/verified runs: /'", path="libaio",
           expect="verified runs: 4"),
     Check("every async request is counted once, as completed",
-          "a() { cat /sys/class/fifolab/fifolab0/async_$1; }; s=$(a submitted); "
+          f"a() {{ cat {sysfs(0)}/async_$1; }}; "
+          "s=$(a submitted); "
           f"c=$(a completed); libaio_test {DEV0} basic >/dev/null && "
           f"uring_test {DEV0} basic >/dev/null; S=$(($(a submitted) - s)); "
           "C=$(($(a completed) - c)); echo async submitted $S completed $C; "
           "test $S -gt 0 && test $S -eq $C", path="driver", expect="async submitted"),
     Check("a cancelled libaio request is counted as cancelled, not failed",
-          "a() { cat /sys/class/fifolab/fifolab0/async_$1; }; c=$(a cancelled); "
+          f"a() {{ cat {sysfs(0)}/async_$1; }}; "
+          "c=$(a cancelled); "
           f"f=$(a failed); libaio_test {DEV0} cancel >/dev/null; C=$(($(a cancelled) - c)); "
           "F=$(($(a failed) - f)); echo async cancelled $C failed $F; "
           "test $C -ge 1 && test $F -eq 0", path="libaio", expect="async cancelled"),
@@ -181,7 +175,7 @@ CHECKS: list[Check] = [
           f"a=$(p); echo pins before $b after $a; test \"$a\" -eq \"$b\"", path="driver",
           expect="pins before"),
     Check("rmmod, insmod, works again",
-          f"rmmod fifolab && test ! -e {DEV0} && insmod /lib/modules/fifolab.ko "
+          f"rmmod fifolab && test ! -e {DEV0} && insmod {GUEST_KO} "
           f"&& fifotest loop {DEV0} 100000 3", path="driver", expect="ok 100000"),
 ]
 

@@ -34,18 +34,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import re
 import socket
 import statistics
 import threading
 import time
 from pathlib import Path
 
-from .checks import loop_when_running_sh
+from .driver import loop_when_running_sh, node, reload_sh, sysfs, wait_nodes_sh
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
+from .modellog import TROUBLE
 
-DEV = "/dev/fifolab0"
+DEV = node(0)
 
 # Issue 13: "the monitor answering within 100 ms".  What the model controls is how long it works
 # while an answer waits, so that is judged: its time on a CPU during any one probe.  On TCG with
@@ -59,16 +59,13 @@ PROBE_INTERVAL_S = 0.05
 PROBE_TIMEOUT_S = 10.0                  # a probe unanswered this long counts as this long
 GUEST_GRACE_S = 120.0                   # the program's own watchdog ends it at N + 60 s
 
-# what a model in trouble writes to its log (device/cli.py's format: "name LEVEL: message")
-_MODEL_TROUBLE = re.compile(r"Traceback \(most recent call last\)|\b(ERROR|CRITICAL): ")
 
 LOOP_CHECK = (
     # the program binds the driver again; if it could not, load it afresh and say so
-    f"for i in $(seq 100); do [ -c {DEV} ] && break; sleep 0.05; done; "
-    f"if [ ! -c {DEV} ]; then echo 'driver: not bound after the run; reloading'; "
-    f"rmmod fifolab; insmod /lib/modules/fifolab.ko; fi; "
+    f"if ! ({wait_nodes_sh()}); then echo 'driver: not bound after the run; reloading'; "
+    f"({reload_sh()}); fi; "
     f"{loop_when_running_sh()} || {{ echo '--- driver counters'; "
-    f"cd /sys/class/fifolab/fifolab0 && grep -s . errors device_resets bad_completions "
+    f"cd {sysfs(0)} && grep -s . errors device_resets bad_completions "
     f"recoveries stalls; echo '--- kernel log'; dmesg | tail -8; exit 1; }}")
 
 
@@ -371,7 +368,7 @@ def _model_trouble(log_path: Path, start: int, most: int = 12) -> list[str]:
             text = f.read().decode(errors="replace")
     except OSError:
         return []
-    return [ln for ln in text.splitlines() if _MODEL_TROUBLE.search(ln)][:most]
+    return [ln for ln in text.splitlines() if TROUBLE.search(ln)][:most]
 
 
 def _after_check(lab: Lab, problems: list[str], kernel_reports: list[str]) -> tuple[str, bool]:

@@ -37,9 +37,10 @@ TRACE_LINES = 40
 class Report:
     kind: str
     lines: list[str]
+    source: str = "guest kernel"
 
     def __str__(self) -> str:
-        return f"guest kernel {self.kind}:\n" + "\n".join("    " + ln for ln in self.lines)
+        return f"{self.source} {self.kind}:\n" + "\n".join("    " + ln for ln in self.lines)
 
 
 class KernelLogError(RuntimeError):
@@ -67,14 +68,22 @@ def find_reports(lines: list[str]) -> list[Report]:
     return reports
 
 
-class KernelLogWatcher:
-    """Follows a console log file; ``poll()`` returns the reports found since the last call."""
+class LogWatcher:
+    """Follows a log file that another process appends to; ``poll()`` returns the reports
+    ``find`` finds in the lines added since the last call, ``check()`` raises ``error`` with
+    them."""
+
+    error: type[Exception] = KernelLogError
 
     def __init__(self, path: Path):
         self.path = path
         self._offset = 0
         self._partial = ""
         self.reports: list[Report] = []
+
+    @staticmethod
+    def find(lines: list[str]) -> list[Report]:
+        return find_reports(lines)
 
     def skip_existing(self) -> None:
         """Judge only what is logged from now on."""
@@ -94,14 +103,14 @@ class KernelLogWatcher:
         text = self._partial + data.decode("utf-8", "replace").replace("\r", "")
         lines = text.split("\n")
         self._partial = lines.pop()
-        new = find_reports(lines)
+        new = self.find(lines)
         self.reports.extend(new)
         return new
 
     def check(self) -> None:
         new = self.poll()
         if new:
-            raise KernelLogError(new)
+            raise self.error(new)
 
     def tail(self, n: int = 40) -> str:
         try:
@@ -109,3 +118,7 @@ class KernelLogWatcher:
         except FileNotFoundError:
             return ""
         return "\n".join(text.replace("\r", "").splitlines()[-n:])
+
+
+class KernelLogWatcher(LogWatcher):
+    """Follows the guest's serial-console log: kernel reports (``find_reports``)."""

@@ -43,7 +43,10 @@ from typing import Any
 from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError
 
 from images import build as images
+from .driver import GuestDriver
+from .errors import GuestTimeout, LabError
 from .kmsg import KernelLogWatcher
+from .modellog import ModelLogWatcher
 
 log = logging.getLogger("fifolab.lab")
 # guest-sync retries leave replies nobody waits for, and a guest that dies takes the agent's
@@ -53,14 +56,6 @@ logging.getLogger("qemu.qmp.protocol.fifolab-qemu").setLevel(logging.CRITICAL)
 
 QEMU = "qemu-system-x86_64"
 PR_SET_PDEATHSIG = 1
-
-
-class LabError(RuntimeError):
-    """The lab could not do what was asked; the message says why and what to look at."""
-
-
-class GuestTimeout(LabError):
-    pass
 
 
 @dataclasses.dataclass
@@ -235,6 +230,7 @@ class Lab:
         self.qemu: subprocess.Popen | None = None
         self.boot_seconds: float | None = None
         self.kmsg: KernelLogWatcher | None = None
+        self.model_log: ModelLogWatcher | None = None
         self._qmp: QMPClient | None = None
         self._qga: QMPClient | None = None
         self._mqmp: QMPClient | None = None          # the device model's own monitor
@@ -245,6 +241,7 @@ class Lab:
         self._closed = False
         self._expect_exit = False
         self._attached = False
+        self.driver = GuestDriver(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -273,6 +270,7 @@ class Lab:
         tag = os.environ.get("FIFOLAB_RUN_TAG", "")
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"fifolab-{tag + '-' if tag else ''}"))
         self.kmsg = KernelLogWatcher(self.run_dir / "console.log")
+        self.model_log = ModelLogWatcher(self.run_dir / "model.log")
         self.ram_path = Path(f"/dev/shm/fifolab-{tag + '-' if tag else ''}{os.getpid()}-"
                              f"{secrets.token_hex(4)}.ram")
         with open(self.ram_path, "wb") as f:
@@ -374,6 +372,8 @@ class Lab:
         lab.boot_seconds = state["boot_seconds"]
         lab.kmsg = KernelLogWatcher(lab.run_dir / "console.log")
         lab.kmsg.skip_existing()
+        lab.model_log = ModelLogWatcher(lab.run_dir / "model.log")
+        lab.model_log.skip_existing()
         try:
             lab.check_alive()
             lab._run(lab._connect_qmp())
@@ -541,11 +541,14 @@ class Lab:
                            f"{self.kmsg.tail() if self.kmsg else ''}")
 
     def check_alive(self) -> None:
-        """Raise if QEMU or the device model died (QEMU cannot reconnect to a new model)."""
+        """Raise if QEMU or the device model died (QEMU cannot reconnect to a new model), or
+        if the model logged an error or exception (harness/modellog.py)."""
         self._check_qemu_alive("unexpectedly")
         if self.model is not None and self.model.poll() is not None:
             raise LabError(f"the device model died (status {self.model.returncode}); the "
                            f"device is gone until the VM restarts.{self._model_log_tail()}")
+        if self.model_log is not None:
+            self.model_log.check()
 
     # ------------------------------------------------------------ guest commands
 
@@ -635,13 +638,7 @@ class Lab:
 
     def counters(self, node: int = 0) -> dict[str, int]:
         """The driver's sysfs counters of /dev/fifolab<node>, by name."""
-        res = self.exec(f"grep -s . /sys/class/fifolab/fifolab{node}/*", check_log=False)
-        out = {}
-        for line in res.stdout.splitlines():
-            path, _, value = line.partition(":")
-            with contextlib.suppress(ValueError):
-                out[path.rsplit("/", 1)[-1]] = int(value.strip())
-        return out
+        return self.driver.counters(node)
 
     # ------------------------------------------------------------ the host side of a wired device
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from images import build as images
 from . import uplab
+from .driver import GUEST_KO
 from .kmsg import KernelLogError
 from .lab import Lab, LabError
 
-PREVIOUS = "/lib/modules/fifolab.ko"     # what init loaded at boot
+PREVIOUS = GUEST_KO                      # what init loaded at boot
 
 
 def _kernel(state: dict) -> images.Kernel:

@@ -31,11 +31,11 @@ import dataclasses
 import random
 import time
 
-from .checks import loop_when_running_sh
+from .driver import loop_when_running_sh, node
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
 
-DEV = "/dev/fifolab0"
+DEV = node(0)
 MODPARAMS = "stall_timeout_ms=1500 completion_timeout_ms=250"
 PIPEDIFF_BATCH = 20             # sequences per pipediff run
 
@@ -93,8 +93,7 @@ def soak(lab: Lab, seconds: float, seed: int, out=print) -> SoakReport:
     """Run one soak in `lab` (a loopback /dev/fifolab0); see the module docstring."""
     rng = random.Random(seed)
     t0 = time.monotonic()
-    lab.exec(f"rmmod fifolab; insmod /lib/modules/fifolab.ko {MODPARAMS} && "
-             f"for i in $(seq 100); do [ -c {DEV} ] && exit 0; sleep 0.05; done; exit 1").check()
+    lab.driver.reload(MODPARAMS, devices=(0,))
     lab.model_events()
     armed: collections.Counter = collections.Counter()
     fired: collections.Counter = collections.Counter()

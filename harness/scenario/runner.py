@@ -6,11 +6,10 @@ allow, and for each scenario reloads the driver, runs the steps (``steps.py``), 
 
 from __future__ import annotations
 
-import shlex
 import time
 from typing import Callable
 
-from ..checks import loop_when_running_sh
+from ..driver import loop_when_running_sh
 from ..kmsg import KernelLogError
 from ..lab import GuestJob, Lab, LabError
 from .judge import Result, Verdict, cross_check, judge_counters, judge_events
@@ -140,11 +139,7 @@ class Runner:
     def _prepare(self, lab: Lab, sc: Scenario) -> None:
         """Reload the driver (resets the device, FIFOs, sticky errors and counters) with the
         scenario's module parameters."""
-        params = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in sc.modparams.items())
-        nodes = " ".join(f"/dev/fifolab{i}" for i in range(sc.lab.devices))
-        lab.exec(f"rmmod fifolab 2>/dev/null; insmod /lib/modules/fifolab.ko {params} && "
-                 f"for i in $(seq 100); do ok=1; for d in {nodes}; do [ -c $d ] || ok=; done; "
-                 f"[ -n \"$ok\" ] && exit 0; sleep 0.05; done; exit 1", timeout=30).check()
+        lab.driver.reload(sc.modparams, devices=range(sc.lab.devices))
 
     # ---- judging and cleaning up
 

@@ -203,6 +203,5 @@ def replug(lab: Lab, n: int, timeout: float, unplugged: set[int]) -> None:
     lab.qmp("chardev-add", ivshmem_chardev(n, lab.model_socket(n)))
     lab.qmp("device_add", ivshmem_device(n))
     unplugged.discard(n)
-    lab.exec(f"for i in $(seq {int(timeout * 20)}); do [ -c /dev/fifolab{n} ] && exit 0; "
-             f"sleep 0.05; done; exit 1", timeout=timeout + 5).check()
+    lab.driver.wait_nodes((n,), timeout)
 
