@@ -14,49 +14,51 @@ Lifecycle (a context manager; ``close()`` frees everything, also after a failed 
 Children get PR_SET_PDEATHSIG so that even a SIGKILLed harness leaves no QEMU or model behind;
 the RAM file in /dev/shm is unlinked as soon as QEMU has opened it.
 
-The guest command channel is qemu-guest-agent on a virtio-serial port: ``guest-exec`` with
-captured output, ``guest-file-*`` to copy files in.  qemu.qmp's QMPClient talks to it with the
-greeting and negotiation off.
+The lab owns the life of its parts and one event loop; each part has its own module:
+
+    machine.py    QEMU's command line and the ids it gives each device
+    model.py      the device model's process and a client of its QMP monitor
+    agent.py      the guest agent (commands, files)
+    driver.py     what the harness knows of the driver in the guest (``lab.driver``)
+    kmsg.py, modellog.py   the guest kernel's and the model's logs as oracles
+    hostwire.py   the host end of a wired device
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
 import secrets
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import ConnectError, EventListener, QMPClient, QMPError
+from qemu.qmp import ConnectError, QMPClient, QMPError
 
 from images import build as images
+from .agent import ExecResult, GuestAgent, GuestJob
 from .driver import GuestDriver
 from .errors import GuestTimeout, LabError
-from .kmsg import KernelLogWatcher
+from .hostwire import HostWire
+from .kmsg import KernelLogError, KernelLogWatcher
+from .machine import PidProcess, die_with_parent, qemu_command
+from .model import ModelMonitor, log_tail, model_command, start_model
 from .modellog import ModelLogWatcher
+
+__all__ = ["ExecResult", "GuestJob", "GuestTimeout", "HostWire", "Lab", "LabConfig", "LabError"]
 
 log = logging.getLogger("fifolab.lab")
 # guest-sync retries leave replies nobody waits for, and a guest that dies takes the agent's
 # connection with it: qemu.qmp logs both loudly; the harness reports them itself.
 logging.getLogger("qemu.qmp.protocol.fifolab-qga").setLevel(logging.CRITICAL)
 logging.getLogger("qemu.qmp.protocol.fifolab-qemu").setLevel(logging.CRITICAL)
-
-QEMU = "qemu-system-x86_64"
-PR_SET_PDEATHSIG = 1
-
 
 @dataclasses.dataclass
 class LabConfig:
@@ -74,150 +76,6 @@ class LabConfig:
     append: str = ""
 
 
-@dataclasses.dataclass
-class GuestJob:
-    cmd: str
-    pid: int
-    started: float
-
-
-class HostWire:
-    """The host end of a wired device: bytes sent arrive in the guest's read FIFO, what the
-    guest writes comes out here.  Raw bytes, no framing; flow control is the device's."""
-
-    def __init__(self, path: Path, timeout: float = 30.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv_exactly(self, n: int) -> bytes:
-        buf = bytearray()
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                raise LabError(f"the wire closed after {len(buf)} of {n} bytes")
-            buf += chunk
-        return bytes(buf)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> "HostWire":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
-@dataclasses.dataclass
-class ExecResult:
-    cmd: str
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def check(self) -> "ExecResult":
-        if self.returncode != 0:
-            raise LabError(f"guest command failed (exit {self.returncode}): {self.cmd}\n"
-                           f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
-        return self
-
-
-class PidProcess:
-    """A process this harness did not start (a lab brought up by `fifolab up`): the subset
-    of Popen that the lab uses, by pid.  A zombie counts as dead."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.returncode: int | None = None
-        self.stdout = None
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                state = "X"
-            if state in ("Z", "X"):
-                self.returncode = -1
-        return self.returncode
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-@dataclasses.dataclass(frozen=True)
-class DeviceIds:
-    """QEMU's ids of fifolab device N: its PCIe root port, the chardev of its ivshmem socket
-    and the ivshmem-doorbell device itself (the id ``device_del`` takes)."""
-    port: str
-    chardev: str
-    device: str
-
-
-def device_ids(n: int) -> DeviceIds:
-    """The ids of device N, as the command line (``qemu_command``) names them."""
-    return DeviceIds(port=f"rp{n}", chardev=f"ivsh{n}", device=f"fifolab{n}")
-
-
-def ivshmem_device(n: int) -> dict[str, Any]:
-    """Device N's ivshmem-doorbell, as ``device_add`` takes it (``-device`` says the same)."""
-    ids = device_ids(n)
-    return {"driver": "ivshmem-doorbell", "id": ids.device, "chardev": ids.chardev,
-            "vectors": 2, "bus": ids.port}
-
-
-def ivshmem_chardev(n: int, sock: Path) -> dict[str, Any]:
-    """Device N's chardev to the model's socket `sock`, as ``chardev-add`` takes it."""
-    return {"id": device_ids(n).chardev, "backend": {"type": "socket", "data": {
-        "addr": {"type": "unix", "data": {"path": str(sock)}}, "server": False}}}
-
-
-def qemu_command(cfg: LabConfig, image: images.Image, run: Path, ram: Path,
-                 model_sockets: list[Path]) -> list[str]:
-    """The QEMU command line of a lab (q35, PVH boot, shared RAM, ivshmem on root ports)."""
-    append = "console=ttyS0 quiet panic=-1 i8042.nokbd i8042.noaux"
-    if not cfg.load_driver:
-        append += " fifolab.noload"
-    if cfg.shell:
-        append += " fifolab.shell"
-    if cfg.append:
-        append += " " + cfg.append
-    mem = f"{cfg.memory_mb}M"
-    cmd = [
-        QEMU, "-machine", f"q35,accel={cfg.accel},memory-backend=ram0",
-        "-m", mem, "-smp", str(cfg.smp),
-        "-object", f"memory-backend-file,id=ram0,size={mem},mem-path={ram},share=on",
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-kernel", str(image.boot), "-initrd", str(image.initrd), "-append", append,
-        "-chardev", f"socket,id=qmp,path={run / 'qmp.sock'},server=on,wait=off",
-        "-mon", "chardev=qmp,mode=control",
-        "-device", "virtio-serial-pci,id=vser0",
-        "-chardev", f"socket,id=qga,path={run / 'qga.sock'},server=on,wait=off",
-        "-device", "virtserialport,chardev=qga,name=org.qemu.guest_agent.0",
-        # A second guest shell on /dev/hvc0, for `fifolab shell` into a lab that is up.
-        "-chardev", f"socket,id=gsh,path={run / 'shell.sock'},server=on,wait=off",
-        "-device", "virtconsole,chardev=gsh,name=fifolab.shell",
-    ]
-    if cfg.shell:
-        cmd += ["-chardev", f"stdio,id=con,mux=on,signal=off,logfile={run / 'console.log'}",
-                "-serial", "chardev:con", "-mon", "chardev=con,mode=readline"]
-    else:
-        cmd += ["-chardev", f"file,id=con,path={run / 'console.log'}", "-serial", "chardev:con"]
-    for i, sock in enumerate(model_sockets):
-        ids, dev = device_ids(i), ivshmem_device(i)
-        cmd += ["-device", f"pcie-root-port,id={ids.port},chassis={i + 1},slot=0",
-                "-chardev", f"socket,id={ids.chardev},path={sock}",
-                "-device", ",".join([dev.pop("driver")] + [f"{k}={v}" for k, v in dev.items()])]
-    return cmd
-
-
 class Lab:
     """A running VM with the fifolab device(s); see the module docstring."""
 
@@ -232,9 +90,8 @@ class Lab:
         self.kmsg: KernelLogWatcher | None = None
         self.model_log: ModelLogWatcher | None = None
         self._qmp: QMPClient | None = None
-        self._qga: QMPClient | None = None
-        self._mqmp: QMPClient | None = None          # the device model's own monitor
-        self._mevents: EventListener | None = None
+        self.agent = GuestAgent(self.check_alive, self._console_tail)
+        self.monitor: ModelMonitor | None = None      # the device model's own monitor
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(
             lambda loop, ctx: log.debug("asyncio: %s", ctx.get("message")))
@@ -276,41 +133,9 @@ class Lab:
         with open(self.ram_path, "wb") as f:
             f.truncate(self.cfg.memory_mb << 20)
         sockets = [self.model_socket(i) for i in range(self.cfg.devices)]
-        specs = [f"{s}:{self.run_dir / f'wire{i}.sock'}" if i in self.cfg.wired else str(s)
-                 for i, s in enumerate(sockets)]
-        cmd = [sys.executable, "-m", "device", "--ram-path", str(self.ram_path),
-               "--ram-size", str(self.cfg.memory_mb << 20),
-               "--fifo-depth", str(self.cfg.fifo_depth),
-               "--log", str(self.run_dir / "model.log"),
-               "--qmp", str(self.run_dir / "model-qmp.sock")]
-        if self.cfg.model_debug:
-            cmd.append("--debug")
-        for spec in specs:
-            cmd += ["--socket", spec]
-        self.model = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=images.REPO,
-                                      start_new_session=True, preexec_fn=_die_with_parent)
-        self._wait_model_ready()
+        self.model = start_model(model_command(self.cfg, self.run_dir, self.ram_path, sockets),
+                                 self.run_dir / "model.log")
         self._model_sockets = sockets
-
-    def _wait_model_ready(self, timeout: float = 20.0) -> None:
-        assert self.model and self.model.stdout
-        os.set_blocking(self.model.stdout.fileno(), False)
-        deadline = time.monotonic() + timeout
-        buf = b""
-        while time.monotonic() < deadline:
-            chunk = self.model.stdout.read()
-            if chunk:
-                buf += chunk
-                if b"READY" in buf:
-                    return
-            if self.model.poll() is not None:
-                raise LabError(f"the device model exited (status {self.model.returncode}) "
-                               f"before it was ready:\n{buf.decode(errors='replace')}"
-                               f"{self._model_log_tail()}")
-            time.sleep(0.02)
-        raise LabError(f"the device model was not ready within {timeout:.0f} s:\n"
-                       f"{buf.decode(errors='replace')}{self._model_log_tail()}")
 
     def _launch(self) -> None:
         assert self.image and self.run_dir and self.ram_path
@@ -320,12 +145,12 @@ class Lab:
         log.debug("qemu: %s", shlex.join(cmd))
         self._t_launch = time.monotonic()
         if self.cfg.shell:
-            self.qemu = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+            self.qemu = subprocess.Popen(cmd, preexec_fn=die_with_parent)
         else:
             qlog = open(self.run_dir / "qemu.log", "wb")
             self.qemu = subprocess.Popen(cmd, stdout=qlog, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                         preexec_fn=_die_with_parent)
+                                         preexec_fn=die_with_parent)
             qlog.close()
         self._run(self._connect_qmp())
         # QEMU has mapped the RAM file and the model too: nothing needs its name any more.
@@ -389,10 +214,12 @@ class Lab:
         self._run(self._drop_clients(), timeout=5)
 
     async def _drop_clients(self) -> None:
-        for client in (self._qga, self._qmp, self._mqmp):
+        for client in (self.agent.client, self._qmp):
             if client is not None:
                 await client.disconnect()
-        self._qga = self._qmp = self._mqmp = None
+        if self.monitor is not None:
+            await self.monitor.disconnect()
+        self.agent.client = self._qmp = None
 
     def close(self) -> None:
         """Stop QEMU and the model and remove every file of the run; safe to call twice."""
@@ -472,10 +299,7 @@ class Lab:
             await asyncio.sleep(0.05)
 
     async def _connect_qga(self) -> None:
-        self._qga = QMPClient("fifolab-qga")
-        self._qga.await_greeting = False
-        self._qga.negotiate = False
-        await self._connect(self._qga, self.run_dir / "qga.sock")
+        await self._connect(self.agent.new_client(), self.run_dir / "qga.sock")
         # A KVM guest hangs in early boot on some hosts: give it seconds, not minutes.
         boot_timeout = min(self.cfg.boot_timeout, 20.0) if self.cfg.accel == "kvm" \
             else self.cfg.boot_timeout
@@ -485,7 +309,6 @@ class Lab:
             self.check_alive()
             found = self.kmsg.poll()
             if found:
-                from .kmsg import KernelLogError
                 raise KernelLogError(found)
             if time.monotonic() > deadline:
                 hint = " Under KVM the guest may hang in early boot here: use --accel tcg." \
@@ -494,20 +317,14 @@ class Lab:
                                    f"{boot_timeout:.0f} s of boot.{hint} Console:\n"
                                    f"{self.kmsg.tail()}")
             token += 1
-            try:
-                got = await asyncio.wait_for(self._qga.execute("guest-sync", {"id": token}),
-                                             0.5)
-            except asyncio.TimeoutError:
-                continue
-
-            if got == token:
+            if await self.agent.sync(token, 0.5):
                 return
 
     async def _disconnect(self) -> None:
-        if self._mqmp is not None:
-            await self._mqmp.disconnect()
-        if self._qga is not None:
-            await self._qga.disconnect()
+        if self.monitor is not None:
+            await self.monitor.disconnect()
+        if self.agent.client is not None:
+            await self.agent.client.disconnect()
         if self._qmp is not None:
             if self.qemu and self.qemu.poll() is None:
                 self._expect_exit = True
@@ -520,12 +337,11 @@ class Lab:
 
     # ------------------------------------------------------------ health
 
-    def _model_log_tail(self, n: int = 30) -> str:
-        try:
-            lines = (self.run_dir / "model.log").read_text(errors="replace").splitlines()
-        except (OSError, TypeError):
-            return ""
-        return "\n--- device model log (last lines)\n" + "\n".join(lines[-n:])
+    def _model_log_tail(self) -> str:
+        return log_tail(self.run_dir / "model.log" if self.run_dir else None)
+
+    def _console_tail(self) -> str:
+        return self.kmsg.tail() if self.kmsg else ""
 
     def _qemu_log(self) -> str:
         try:
@@ -557,7 +373,7 @@ class Lab:
         """Run a shell command in the guest; returns its status and output."""
         text = cmd if isinstance(cmd, str) else shlex.join(cmd)
         self.check_alive()
-        result = self._bounded(self._exec(text, timeout, input), timeout, text)
+        result = self._bounded(self.agent.exec(text, timeout, input), timeout, text)
         if check_log:
             self.kmsg.check()
         return result
@@ -576,47 +392,14 @@ class Lab:
                                f"{self.AGENT_GRACE:.0f} s): {what}\n--- console (last lines)\n"
                                f"{self.kmsg.tail()}") from None
 
-    async def _exec(self, cmd: str, timeout: float, input: bytes | None) -> ExecResult:
-        job = await self._exec_start(cmd, input)
-        return await self._exec_wait(job, timeout)
-
-    async def _exec_start(self, cmd: str, input: bytes | None) -> "GuestJob":
-        args: dict[str, Any] = {"path": "/bin/sh", "arg": ["-c", cmd], "capture-output": True}
-        if input is not None:
-            args["input-data"] = base64.b64encode(input).decode()
-        pid = (await self._qga.execute("guest-exec", args))["pid"]
-        return GuestJob(cmd, pid, time.monotonic())
-
-    async def _exec_wait(self, job: "GuestJob", timeout: float) -> ExecResult:
-        delay = 0.005
-        while True:
-            st = await self._qga.execute("guest-exec-status", {"pid": job.pid})
-            if st.get("exited"):
-                break
-            self.check_alive()
-            if time.monotonic() - job.started > timeout:
-                with contextlib.suppress(Exception):
-                    await self._qga.execute("guest-exec", {
-                        "path": "/bin/kill", "arg": ["-9", str(job.pid)]})
-                raise GuestTimeout(f"guest command did not finish in {timeout:.0f} s: "
-                                   f"{job.cmd}\n--- console (last lines)\n{self.kmsg.tail()}")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        out = base64.b64decode(st.get("out-data", "")).decode(errors="replace")
-        err = base64.b64decode(st.get("err-data", "")).decode(errors="replace")
-        rc = st.get("exitcode")
-        if rc is None:
-            rc = 128 + st.get("signal", 0)
-        return ExecResult(job.cmd, rc, out, err, time.monotonic() - job.started)
-
     def spawn(self, cmd: str | list[str], input: bytes | None = None) -> "GuestJob":
         """Start a guest command in the background; `wait()` collects it."""
         text = cmd if isinstance(cmd, str) else shlex.join(cmd)
         self.check_alive()
-        return self._run(self._exec_start(text, input))
+        return self._run(self.agent.start(text, input))
 
     def wait(self, job: "GuestJob", timeout: float = 120.0, check_log: bool = True) -> ExecResult:
-        result = self._bounded(self._exec_wait(job, timeout), timeout, job.cmd)
+        result = self._bounded(self.agent.wait(job, timeout), timeout, job.cmd)
         if check_log:
             self.kmsg.check()
         return result
@@ -627,9 +410,9 @@ class Lab:
         deadline = time.monotonic() + timeout
         while self.exec(f"test -e {shlex.quote(path)}", check_log=False).returncode != 0:
             if job is not None:
-                st = self._run(self._qga.execute("guest-exec-status", {"pid": job.pid}))
+                st = self._run(self.agent.status(job))
                 if st.get("exited"):
-                    res = self._run(self._exec_wait(job, 1))
+                    res = self._run(self.agent.wait(job, 1))
                     raise LabError(f"{job.cmd} exited ({res.returncode}) before it created "
                                    f"{path}:\n{res.stdout}{res.stderr}")
             if time.monotonic() > deadline:
@@ -659,24 +442,10 @@ class Lab:
         if not host.is_file():
             raise LabError(f"--put: {host} is not a file")
         guest = guest or f"/tmp/{host.name}"
-        self._run(self._put(host.read_bytes(), guest))
+        self._run(self.agent.put(host.read_bytes(), guest))
         mode = host.stat().st_mode & 0o7777
         self.exec(f"chmod {mode:o} {shlex.quote(guest)}").check()
         return guest
-
-    async def _put(self, data: bytes, guest: str) -> None:
-        d = os.path.dirname(guest)
-        if d:
-            await self._exec(f"mkdir -p {shlex.quote(d)}", 30, None)
-        handle = await self._qga.execute("guest-file-open", {"path": guest, "mode": "w"})
-        try:
-            chunk = 1 << 20
-            for off in range(0, len(data), chunk):
-                await self._qga.execute("guest-file-write", {
-                    "handle": handle,
-                    "buf-b64": base64.b64encode(data[off:off + chunk]).decode()})
-        finally:
-            await self._qga.execute("guest-file-close", {"handle": handle})
 
     # ------------------------------------------------------------ QEMU's monitor
 
@@ -689,15 +458,12 @@ class Lab:
     def model_qmp(self, cmd: str, args: dict | None = None) -> Any:
         """Execute a command on the device model's QMP monitor (faults, queries)."""
         self.check_alive()
-        return self._run(self._model_execute(cmd, args))
+        return self._run(self._monitor().execute(cmd, args))
 
-    async def _model_execute(self, cmd: str, args: dict | None) -> Any:
-        if self._mqmp is None:
-            self._mqmp = QMPClient("fifolab-model")
-            self._mevents = EventListener()
-            self._mqmp.register_listener(self._mevents)
-            await self._mqmp.connect(str(self.run_dir / "model-qmp.sock"))
-        return await self._mqmp.execute(cmd, args)
+    def _monitor(self) -> ModelMonitor:
+        if self.monitor is None:
+            self.monitor = ModelMonitor(self.run_dir / "model-qmp.sock")
+        return self.monitor
 
     def clear_faults(self) -> None:
         """Disarm every fault on every device (what a test arms, it leaves armed otherwise)."""
@@ -707,17 +473,8 @@ class Lab:
     def model_event(self, name: str, timeout: float = 30.0, **match: Any) -> dict:
         """Wait for the model's event `name` whose data contains `match`; returns its data.
         Events since the monitor was first used are kept, so arm first, then wait."""
-        if self._mqmp is None:
-            self.model_qmp("query-version")
-
-        async def wait() -> dict:
-            while True:
-                ev = await self._mevents.get()
-                data = ev.get("data", {})
-                if ev["event"] == name and all(data.get(k) == v for k, v in match.items()):
-                    return data
         try:
-            return self._run(wait(), timeout=timeout)
+            return self._run(self._monitor().wait_event(name, match), timeout=timeout)
         except asyncio.TimeoutError:
             raise GuestTimeout(f"no {name} event {match or ''} from the device model within "
                                f"{timeout:.0f} s{self._model_log_tail()}") from None
@@ -726,10 +483,7 @@ class Lab:
         """Every model event that arrived since the monitor was first used or the last call
         (`model_event` consumes the ones it waits for), oldest first, after `wait` seconds in
         which more may arrive.  Does not block longer than `wait`."""
-        if self._mqmp is None:
-            self.model_qmp("query-version")
-        self._run(asyncio.sleep(wait))
-        return [dict(ev) for ev in self._mevents.clear()]
+        return self._run(self._monitor().drain(wait))
 
     def reboot(self, timeout: float | None = None) -> float:
         """QEMU's system_reset: the guest reboots (the driver probes afresh) and the guest
@@ -741,7 +495,7 @@ class Lab:
         self.qmp("set-action", {"reboot": "reset"})
         try:
             self.qmp("system_reset")
-            self._run(self._qga.disconnect())
+            self._run(self.agent.client.disconnect())
             self._run(self._connect_qga_with(timeout))
         finally:
             self.qmp("set-action", {"reboot": "shutdown"})

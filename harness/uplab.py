@@ -25,7 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from .lab import Lab, LabConfig, LabError, PidProcess
+from .lab import Lab, LabConfig, LabError
+from .machine import PidProcess
 
 
 def lab_dir() -> Path:

@@ -14,7 +14,8 @@ import yaml
 from device.monitor import Monitor
 from harness import scenario
 from harness.cli import main
-from harness.lab import device_ids, ivshmem_device, qemu_command, LabConfig
+from harness.lab import LabConfig
+from harness.machine import device_ids, ivshmem_device, qemu_command
 from harness.scenario import judge, spec, steps
 from harness.scenario.cli import schema_text
 from test_scenario_schema import GOOD

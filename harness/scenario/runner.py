@@ -11,7 +11,8 @@ from typing import Callable
 
 from ..driver import loop_when_running_sh
 from ..kmsg import KernelLogError
-from ..lab import GuestJob, Lab, LabError
+from ..agent import GuestJob
+from ..lab import Lab, LabError
 from .judge import Result, Verdict, cross_check, judge_counters, judge_events
 from .spec import LabSpec, Scenario
 from .steps import Run, model_stats, replug, run_steps

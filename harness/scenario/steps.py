@@ -15,7 +15,10 @@ import time
 from typing import Callable
 
 from ..checks import pattern
-from ..lab import GuestJob, HostWire, Lab, LabError, device_ids, ivshmem_chardev, ivshmem_device
+from ..agent import GuestJob
+from ..hostwire import HostWire
+from ..lab import Lab, LabError
+from ..machine import device_ids, ivshmem_chardev, ivshmem_device
 from .judge import Verdict, event_matches, implied_expect, judge_step
 from .spec import Scenario, action
 
