@@ -314,11 +314,27 @@ class Lab:
                 hint = " Under KVM the guest may hang in early boot here: use --accel tcg." \
                     if self.cfg.accel == "kvm" else ""
                 raise GuestTimeout(f"the guest agent did not answer within "
-                                   f"{boot_timeout:.0f} s of boot.{hint} Console:\n"
-                                   f"{self.kmsg.tail()}")
+                                   f"{boot_timeout:.0f} s of boot.{hint}"
+                                   f"{await self._where_is_the_guest()} Console (the kernel "
+                                   f"runs 'quiet': append=loglevel=7 shows the boot):\n"
+                                   f"{self.kmsg.tail()}{self._model_log_tail()}")
             token += 1
             if await self.agent.sync(token, 0.5):
                 return
+
+    async def _where_is_the_guest(self) -> str:
+        """QEMU's run state and each vCPU's instruction pointer: a guest stuck in firmware
+        (below 1 MiB), in the kernel (0xffff...) or halted, for a boot that never ends."""
+        try:
+            state = await asyncio.wait_for(self._qmp.execute("query-status"), 5)
+            regs = await asyncio.wait_for(self._qmp.execute(
+                "human-monitor-command", {"command-line": "info registers -a"}), 5)
+        except Exception as err:                    # noqa: BLE001 - a diagnosis only
+            return f"\n(QEMU did not say where the guest is: {err!r})"
+        rips = [ln.split()[0] for ln in str(regs).splitlines() if ln.startswith("RIP=")]
+        halted = [ln.split("HLT=")[1][:1] for ln in str(regs).splitlines() if "HLT=" in ln]
+        return (f"\nQEMU: {state.get('status')}; vCPU RIP {', '.join(rips) or '?'}"
+                f" (halted: {', '.join(halted) or '?'}).")
 
     async def _disconnect(self) -> None:
         if self.monitor is not None:

@@ -12,7 +12,7 @@ import pytest
 
 from cli_run import run_harness
 from harness.kmsg import KernelLogError
-from harness.lab import Lab, LabConfig, LabError
+from harness.lab import GuestTimeout, Lab, LabConfig, LabError
 
 pytestmark = pytest.mark.vm
 REPO = Path(__file__).resolve().parents[1]
@@ -155,13 +155,28 @@ def test_shell_is_interactive():
 
 
 def test_system_reset_reboots_the_guest(kernel):
-    with Lab(LabConfig(kernel=kernel)) as lab:
+    # loglevel=7: should a reboot not come back (seen once in CI, debug kernel), the error
+    # shows how far the boot got
+    with Lab(LabConfig(kernel=kernel, append="loglevel=7")) as lab:
         lab.exec("echo before > /tmp/marker").check()
         seconds = lab.reboot()
         assert seconds > 0
         res = lab.exec("test -e /tmp/marker; echo marker=$?; fifotest loop /dev/fifolab0 50000 1")
         assert "marker=1" in res.stdout          # a fresh boot: tmpfs is empty again
         assert "ok 50000" in res.stdout, res.stderr
+
+
+def test_a_boot_that_does_not_end_says_where_the_guest_is(kernel, run_tag):
+    """The agent's boot deadline passes (here: 1 s, too short for any boot): the error names
+    QEMU's state and each vCPU's instruction pointer, and nothing is left behind."""
+    with pytest.raises(GuestTimeout) as exc:
+        with Lab(LabConfig(kernel=kernel, boot_timeout=1.0)):
+            pass
+    msg = str(exc.value)
+    assert "did not answer within 1 s of boot" in msg
+    assert re.search(r"QEMU: running; vCPU RIP RIP=[0-9a-f]{16}, RIP=[0-9a-f]{16}", msg), msg
+    time.sleep(0.5)
+    assert leftovers(run_tag) == set()
 
 
 def test_check_counts_the_checks_a_dead_lab_never_ran(run_tag):
