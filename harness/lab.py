@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -331,10 +332,13 @@ class Lab:
                 "human-monitor-command", {"command-line": "info registers -a"}), 5)
         except Exception as err:                    # noqa: BLE001 - a diagnosis only
             return f"\n(QEMU did not say where the guest is: {err!r})"
-        rips = [ln.split()[0] for ln in str(regs).splitlines() if ln.startswith("RIP=")]
-        halted = [ln.split("HLT=")[1][:1] for ln in str(regs).splitlines() if "HLT=" in ln]
-        return (f"\nQEMU: {state.get('status')}; vCPU RIP {', '.join(rips) or '?'}"
-                f" (halted: {', '.join(halted) or '?'}).")
+        cpus = []
+        for block in str(regs).split("CPU#")[1:]:
+            m = re.search(r"\b[RE]IP=([0-9a-f]+)\b.*\bHLT=(\d)", block)
+            if m:
+                cpus.append(f"vCPU{block.split()[0]} at {m[1]}"
+                            f"{' (halted)' if m[2] == '1' else ''}")
+        return f"\nQEMU: {state.get('status')}; {', '.join(cpus) or 'no vCPU state'}."
 
     async def _disconnect(self) -> None:
         if self.monitor is not None:
