@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DRIVER = "guest_driver/fifolab.c"
+DRIVER_DIR = "guest_driver"      # the module's sources (docs/driver.md: which file holds what)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +48,13 @@ class Mutant:
     equivalent: str = ""    # why no test in this lab can tell it apart (then it is not run)
 
 
-def _d(name: str, find: str, replace: str, breaks: str) -> Mutant:
-    return Mutant(name, DRIVER, find, replace, breaks)
+def is_driver(m: Mutant) -> bool:
+    return m.file.startswith(DRIVER_DIR + "/")
+
+
+def _d(name: str, file: str, find: str, replace: str, breaks: str) -> Mutant:
+    """A mutant of the driver (``file``: one of its sources in guest_driver/)."""
+    return Mutant(name, f"{DRIVER_DIR}/{file}", find, replace, breaks)
 
 
 def _m(name: str, file: str, find: str, replace: str, breaks: str) -> Mutant:
@@ -59,56 +64,68 @@ def _m(name: str, file: str, find: str, replace: str, breaks: str) -> Mutant:
 
 MUTANTS: list[Mutant] = [
     # ---- every byte, every iovec
-    _d("count-one-short", "return total ? total : ret;", "return total ? total - 1 : ret;",
+    _d("count-one-short", "fifolab_chrdev.c",
+       "return total ? total : ret;", "return total ? total - 1 : ret;",
        "a sync read/write returns the bytes it moved"),
-    _d("skip-first-byte",
+    _d("skip-first-byte", "fifolab_queue.c",
        "WRITE_ONCE(d->addr, cpu_to_le64(sg_dma_address(sg)));\n"
        "\t\tWRITE_ONCE(d->len, cpu_to_le32(sg_dma_len(sg)));",
        "WRITE_ONCE(d->addr, cpu_to_le64(sg_dma_address(sg) + (i == 0 && sg_dma_len(sg) > 1)));\n"
        "\t\tWRITE_ONCE(d->len, cpu_to_le32(sg_dma_len(sg) - (i == 0 && sg_dma_len(sg) > 1)));",
        "the device gets the caller's buffer from its first byte"),
-    _d("first-iovec-only", "\t\tlen += slen;\n\t\tiov_iter_advance(&walk, slen);\n\t}",
+    _d("first-iovec-only", "fifolab_queue.c",
+       "\t\tlen += slen;\n\t\tiov_iter_advance(&walk, slen);\n\t}",
        "\t\tlen += slen;\n\t\tiov_iter_advance(&walk, slen);\n\t\tbreak;\n\t}",
        "a request carries every iovec segment"),
-    _d("no-next-window", "if (full && req->win_left > req->win_nents &&",
+    _d("no-next-window", "fifolab_queue.c", "if (full && req->win_left > req->win_nents &&",
        "if (0 && full && req->win_left > req->win_nents &&",
        "a request larger than one descriptor chain moves every byte"),
-    _d("short-write-returns", "if (rx || (size_t)ret < want)", "if (1)",
+    _d("short-write-returns", "fifolab_chrdev.c", "if (rx || (size_t)ret < want)", "if (1)",
        "a blocking write of any size returns when every byte is in"),
-    _d("read-windows-wait", "bool nowait = req->nowait || (q->qid == FIFOLAB_QUEUE_RX && req->moved);",
+    _d("read-windows-wait", "fifolab_queue.c",
+       "bool nowait = req->nowait || (q->qid == FIFOLAB_QUEUE_RX && req->moved);",
        "bool nowait = req->nowait;",
        "a read takes what is there; it does not wait for more"),
-    _d("no-pipe-buf-atomicity", "need = whole || len <= PIPE_BUF ? len : 1;",
+    _d("no-pipe-buf-atomicity", "fifolab_chrdev.c", "need = whole || len <= PIPE_BUF ? len : 1;",
        "need = whole ? len : 1;", "O_NONBLOCK writes of <= PIPE_BUF bytes are all or nothing"),
     # ---- async: complete once, never hold io_uring without bound
-    _d("complete-twice", "\treturn -EIOCBQUEUED;\n}", "\treturn 0;\n}",
+    _d("complete-twice", "fifolab_aio.c", "\treturn -EIOCBQUEUED;\n}", "\treturn 0;\n}",
        "a kiocb is completed exactly once (-EIOCBQUEUED, then ki_complete)"),
-    _d("uring-waits-in-device", "if (!is_sync_kiocb(iocb) && (!uring || nowait))",
+    _d("uring-waits-in-device", "fifolab_chrdev.c",
+       "if (!is_sync_kiocb(iocb) && (!uring || nowait))",
        "if (!is_sync_kiocb(iocb))", "io_uring requests never wait in the driver without bound"),
-    _d("uring-short-writes", "bool whole = uring && !nonblock;", "bool whole = false;",
+    _d("uring-short-writes", "fifolab_chrdev.c",
+       "bool whole = uring && !nonblock;", "bool whole = false;",
        "an io_uring write completes whole, not with a short count"),
-    _d("no-completed-count", "\t\tatomic64_inc(&fdev->aio.completed);\n", "",
+    _d("no-completed-count", "fifolab_aio.c", "\t\tatomic64_inc(&fdev->aio.completed);\n", "",
        "sysfs async_completed counts completed kiocbs"),
     # ---- notification
-    _d("no-kill-fasync", "kill_fasync(&fdev->fasync, SIGIO, band);", "(void)band;",
+    _d("no-kill-fasync", "fifolab_irq.c",
+       "kill_fasync(&fdev->fasync, SIGIO, band);", "(void)band;",
        "SIGIO is sent to the file's owner"),
-    _d("sigio-wrong-band", "\t\tfifolab_notify(fdev, POLL_IN);", "\t\tfifolab_notify(fdev, POLL_OUT);",
+    _d("sigio-wrong-band", "fifolab_irq.c",
+       "\t\tfifolab_notify(fdev, POLL_IN);", "\t\tfifolab_notify(fdev, POLL_OUT);",
        "SIGIO for arriving data carries POLL_IN"),
-    _d("epollin-when-empty", "if (fifolab_claimable(&fdev->queue[FIFOLAB_QUEUE_RX], lv.rx_level))",
+    _d("epollin-when-empty", "fifolab_chrdev.c",
+       "if (fifolab_claimable(&fdev->queue[FIFOLAB_QUEUE_RX], lv.rx_level))",
        "if (1)", "poll says EPOLLIN only with bytes to read"),
-    _d("no-wake-on-completion", "if (done || level_changed)", "if (level_changed)",
+    _d("no-wake-on-completion", "fifolab_queue.c",
+       "if (done || level_changed)", "if (level_changed)",
        "a completed request wakes its owner"),
-    _d("no-listener-watchdog", "\t\tif (listen)\n", "\t\tif (0)\n",
+    _d("no-listener-watchdog", "fifolab_chrdev.c", "\t\tif (listen)\n", "\t\tif (0)\n",
        "a lost DATA_AVAIL message does not strand a poller"),
     # ---- cancel, unpin, timeouts
-    _d("ignore-cancel", "cpu_to_le16(req->head_flags | FIFOLAB_DESC_F_CANCEL));",
+    _d("ignore-cancel", "fifolab_queue.c",
+       "cpu_to_le16(req->head_flags | FIFOLAB_DESC_F_CANCEL));",
        "cpu_to_le16(req->head_flags));", "a signal or io_cancel gets a posted request back"),
-    _d("skip-unpin", "unpin_user_pages_dirty_lock(req->pages, pinned, dirty);", "(void)dirty;",
+    _d("skip-unpin", "fifolab_queue.c",
+       "unpin_user_pages_dirty_lock(req->pages, pinned, dirty);", "(void)dirty;",
        "every pinned page goes back"),
-    _d("timeout-not-forward", "mod_delayed_work(system_wq, dw, fifolab_until(deadline));",
+    _d("timeout-not-forward", "fifolab_aio.c",
+       "mod_delayed_work(system_wq, dw, fifolab_until(deadline));",
        "queue_delayed_work(system_wq, dw, fifolab_until(deadline));",
        "an earlier async deadline brings the timeout forward"),
-    Mutant("unplug-keeps-master", DRIVER,
+    Mutant("unplug-keeps-master", f"{DRIVER_DIR}/fifolab_main.c",
            "\tpci_clear_master(pdev);\t\t/* before the pages go back */\n", "",
            "remove() stops the device's DMA before its pages go back",
            equivalent="after device_del QEMU no longer connects the model to the guest, so "
@@ -116,30 +133,37 @@ MUTANTS: list[Mutant] = [
                       "only real hardware (or a model that kept writing RAM after its peer "
                       "left) would tell"),
     # ---- errors once
-    _d("error-never-told", "\tif (fifolab_err_take(ff))\n\t\treturn -EIO;\n", "",
+    _d("error-never-told", "fifolab_chrdev.c",
+       "\tif (fifolab_err_take(ff))\n\t\treturn -EIO;\n", "",
        "a device error reaches every open file (its next read/write fails once)"),
-    _d("error-told-forever", "return seen != gen && cmpxchg(&ff->err_seen, seen, gen) == seen;",
+    _d("error-told-forever", "fifolab_recover.c",
+       "return seen != gen && cmpxchg(&ff->err_seen, seen, gen) == seen;",
        "return seen != gen;", "an error is reported once per file, then it is clean"),
-    _d("caller-not-told", "\t\tWRITE_ONCE(ff->err_seen, atomic_read(&ff->fdev->err_gen));\n",
+    _d("caller-not-told", "fifolab_recover.c",
+       "\t\tWRITE_ONCE(ff->err_seen, atomic_read(&ff->fdev->err_gen));\n",
        "\t\t(void)ff;\n",
        "the caller whose request failed is told by its -EIO, not again"),
-    _d("dma-error-not-reported", "\t\t\tfifolab_error(fdev);\n\t\t\terr = -EIO;",
+    _d("dma-error-not-reported", "fifolab_queue.c",
+       "\t\t\tfifolab_error(fdev);\n\t\t\terr = -EIO;",
        "\t\t\terr = -EIO;", "a DMA error is reported to the other open files"),
     # ---- an untrusted device
-    _d("trust-long-entry", "if (len > req->win_len) {", "if (0) {",
+    _d("trust-long-entry", "fifolab_queue.c", "if (len > req->win_len) {", "if (0) {",
        "a used entry never reports more bytes than asked for"),
-    _d("trust-used-idx", "if (n > q->num_inflight) {", "if (0) {",
+    _d("trust-used-idx", "fifolab_queue.c", "if (n > q->num_inflight) {", "if (0) {",
        "USED_IDX running ahead of the requests in flight is a broken device"),
-    _d("trust-cancelled-status", "\t\tcase FIFOLAB_ST_CANCELLED:\n\t\t\tif (!req->cancelled)\n"
+    _d("trust-cancelled-status", "fifolab_queue.c",
+       "\t\tcase FIFOLAB_ST_CANCELLED:\n\t\t\tif (!req->cancelled)\n"
                                  "\t\t\t\tq->stats.bad++;\n\t\t\treq->aborted = true;\n\t\t\tbreak;\n",
        "\t\tcase FIFOLAB_ST_CANCELLED:\n\t\t\tbreak;\n",
        "a cancelled request comes back cancelled, with what it moved"),
     # ---- ioctls
-    _d("fionread-is-space", "return put_user((int)min_t(u32, lv.rx_level, INT_MAX),",
+    _d("fionread-is-space", "fifolab_chrdev.c",
+       "return put_user((int)min_t(u32, lv.rx_level, INT_MAX),",
        "return put_user((int)min_t(u32, lv.tx_space, INT_MAX),", "FIONREAD is the bytes to read"),
-    _d("unknown-ioctl-ok", "\t\treturn -ENOTTY;", "\t\treturn 0;",
+    _d("unknown-ioctl-ok", "fifolab_chrdev.c", "\t\treturn -ENOTTY;", "\t\treturn 0;",
        "an unknown ioctl fails with ENOTTY"),
-    _d("clear-does-nothing", "\tif (fifolab_recover(fdev, -ECANCELED, false))\n",
+    _d("clear-does-nothing", "fifolab_chrdev.c",
+       "\tif (fifolab_recover(fdev, -ECANCELED, false))\n",
        "\tif (0)\n", "FIFOLAB_IOC_CLEAR empties the FIFO"),
     # ---- the device model
     _m("model-truncates-reads", "device/datapath.py",
@@ -275,7 +299,7 @@ def cmd_mutants(args: argparse.Namespace) -> int:
     chosen = [m for m in MUTANTS if not args.filter or args.filter in m.name]
     if args.list:
         for m in chosen:
-            print(f"{m.name:<24} {m.file:<22} {m.breaks}")
+            print(f"{m.name:<24} {m.file:<32} {m.breaks}")
         return 0
     if not chosen:
         print("fifolab mutants: no mutant matches")

@@ -48,7 +48,7 @@ def test_up_exec_reload_down(labdir, tmp_path, run_tag):
     # reload a changed copy of the driver; the lab keeps working
     src = tmp_path / "drv"
     shutil.copytree(REPO / "guest_driver", src, ignore=shutil.ignore_patterns("programs"))
-    with open(src / "fifolab.c", "a") as f:
+    with open(src / "fifolab_main.c", "a") as f:
         f.write('\nMODULE_INFO(fifolab_reload_test, "yes");\n')
     res = labdir("reload", "--src", str(src))
     assert res.returncode == 0, res.stderr
@@ -58,11 +58,11 @@ def test_up_exec_reload_down(labdir, tmp_path, run_tag):
     assert "ok 100000" in res.stdout, res.stderr
 
     # a build error names the file and line and leaves the module loaded
-    with open(src / "fifolab.c", "a") as f:
+    with open(src / "fifolab_main.c", "a") as f:
         f.write("\nint broken = ;\n")
     res = labdir("reload", "--src", str(src))
     assert res.returncode == 1
-    assert f"{src}/fifolab.c:" in res.stderr and "error:" in res.stderr
+    assert f"{src}/fifolab_main.c:" in res.stderr and "error:" in res.stderr
     assert "left as it was" in res.stderr
     res = labdir("exec", "--", "fifotest", "loop", "/dev/fifolab0", "5000", "0")
     assert "ok 5000" in res.stdout

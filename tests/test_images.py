@@ -28,10 +28,12 @@ def test_kernel_matches_the_headers(image):
     assert f"vermagic={abi} ".encode() in image.driver.read_bytes()
 
 
-def test_changed_driver_source_rebuilds_module_and_initramfs_only(image, tmp_path):
+# a source file and the internal header: every file of the module is part of the cache key
+@pytest.mark.parametrize("changed", ["fifolab_main.c", "fifolab.h"])
+def test_changed_driver_source_rebuilds_module_and_initramfs_only(image, tmp_path, changed):
     src = tmp_path / "guest_driver"
     shutil.copytree(images.DRIVER_SRC, src, ignore=shutil.ignore_patterns("programs"))
-    with open(src / "fifolab.c", "a") as f:
+    with open(src / changed, "a") as f:
         f.write(f"\n/* cache test {time.time()} */\n")
     new = images.build(driver_src=src)
     try:

@@ -16,8 +16,8 @@ def test_names_are_unique_and_every_mutant_says_what_it_breaks():
     names = [m.name for m in mutants.MUTANTS]
     assert len(names) == len(set(names))
     assert all(m.breaks for m in mutants.MUTANTS)
-    driver = [m for m in mutants.MUTANTS if m.file == mutants.DRIVER]
-    model = [m for m in mutants.MUTANTS if m.file != mutants.DRIVER]
+    driver = [m for m in mutants.MUTANTS if mutants.is_driver(m)]
+    model = [m for m in mutants.MUTANTS if not mutants.is_driver(m)]
     assert len(driver) >= 25 and len(model) >= 4
 
 
@@ -30,21 +30,23 @@ def test_mutant_applies_once(m, tmp_path):
 
 
 def test_a_mutant_that_no_longer_fits_is_an_error(tmp_path):
-    m = mutants.Mutant("gone", mutants.DRIVER, "no such text anywhere", "x", "nothing")
-    (tmp_path / "guest_driver").mkdir()
-    shutil.copy2(mutants.REPO / mutants.DRIVER, tmp_path / mutants.DRIVER)
+    file = f"{mutants.DRIVER_DIR}/fifolab_main.c"
+    m = mutants.Mutant("gone", file, "no such text anywhere", "x", "nothing")
+    (tmp_path / mutants.DRIVER_DIR).mkdir()
+    shutil.copy2(mutants.REPO / file, tmp_path / file)
     with pytest.raises(mutants.MutantError, match="occurs 0 times"):
         mutants.apply(tmp_path, m)
 
 
-@pytest.mark.parametrize("m", [m for m in mutants.MUTANTS if m.file == mutants.DRIVER],
+@pytest.mark.parametrize("m", [m for m in mutants.MUTANTS if mutants.is_driver(m)],
                          ids=lambda m: m.name)
 def test_driver_mutant_compiles(m, tmp_path):
     abi, _ = images.headers_abi()
-    src, dst = mutants.REPO / "guest_driver", tmp_path / "guest_driver"
+    src, dst = mutants.REPO / mutants.DRIVER_DIR, tmp_path / mutants.DRIVER_DIR
     dst.mkdir()
-    for f in ("fifolab.c", "fifolab_hw.h", "Kbuild"):
-        shutil.copy2(src / f, dst / f)
+    # what the image build compiles: every .c, .h, Kbuild and Makefile of the module
+    for f in images._source_files(src, recursive=False):
+        shutil.copy2(f, dst / f.name)
     shutil.copytree(src / "include", dst / "include")
     mutants.apply(tmp_path, m)
     res = subprocess.run(["make", "-C", f"/usr/src/linux-headers-{abi}", f"M={dst}", "modules"],

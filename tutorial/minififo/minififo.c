@@ -9,7 +9,7 @@
  * the TX_DONE interrupt, post an RX descriptor, wait for RX_DONE, compare.
  * The result goes to the kernel log and to sysfs (round_trip).
  *
- * Deliberately missing (see guest_driver/fifolab.c for all of it): a char
+ * Deliberately missing (see guest_driver/ for all of it): a char
  * device, user buffers, several requests in flight, cancel, poll, fasync,
  * async I/O, and distrust of the device.
  */

@@ -2,9 +2,10 @@
 /*
  * fifolab.h - what user programs of /dev/fifolabN may include.
  *
- * ioctls of the fifolab character device (guest_driver/fifolab.c; the README's
- * "ioctls" table).  Besides these the device answers FIONREAD (int: bytes a
- * read would get now, as on a pipe); any other command fails with ENOTTY.
+ * ioctls of the fifolab character device (guest_driver/fifolab_chrdev.c; the
+ * README's "ioctls" table).  Besides these the device answers FIONREAD (int:
+ * bytes a read would get now, as on a pipe); any other command fails with
+ * ENOTTY.
  * 32-bit programs on a 64-bit kernel use the same numbers (compat_ioctl).
  */
 #ifndef _UAPI_FIFOLAB_H
