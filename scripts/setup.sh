@@ -5,7 +5,8 @@ set -euo pipefail
 FIFOLAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 APT_PACKAGES=(qemu-system-x86 qemu-guest-agent linux-headers-amd64 busybox-static gcc make
               libc6-dev libaio-dev liburing-dev python3 python3-venv kmod xz-utils
-              linux-source-6.1 bc bison flex libssl-dev libelf-dev)
+              linux-source-6.1 bc bison flex libssl-dev libelf-dev
+              sparse)   # sparse: the driver's C=1 build (tests/test_driver_lint.py)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
