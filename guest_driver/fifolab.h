@@ -52,10 +52,10 @@
  *     ki_complete(bytes or -errno) -- exactly once, and only if we returned
  *     -EIOCBQUEUED; for any other return value the caller completes it.
  *
- * fifolab_aio_cancel() finds the request through iocb->private, which is
- * set and cleared under q->lock (fifolab_aio_finish() clears it before the
- * request is freed, fifolab_detach_inflight() before it completes the
- * kiocb itself).
+ * fifolab_aio_cancel() finds the request through iocb->private: set by
+ * fifolab_aio_submit() before the request is posted, cleared under q->lock
+ * before the request is freed or its kiocb completed (fifolab_aio_finish(),
+ * fifolab_detach_inflight(), a post that failed).
  */
 #ifndef FIFOLAB_H
 #define FIFOLAB_H

@@ -259,7 +259,9 @@ def build_driver(kernel: Kernel, src: Path = DRIVER_SRC) -> Path:
             shutil.copy2(DRIVER_SRC / "fifolab_hw.h", bdir / "fifolab_hw.h")
         _copy_uapi(bdir)
         try:
-            out = _run(["make", "-C", str(kernel.kbuild), f"M={bdir}", "W=1", "modules"],
+            # one job per CPU: the module is several compilation units (docs/driver.md)
+            out = _run(["make", "-C", str(kernel.kbuild), f"M={bdir}", "W=1",
+                        f"-j{os.cpu_count() or 1}", "modules"],
                        "building the driver (kbuild)")
         except BuildError as err:
             # Point the compiler's file:line messages at the sources, not the scratch copy.
