@@ -22,8 +22,9 @@ Types: ``int`` (a JSON integer), ``number`` (a JSON number -- or a string holdin
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .errors import CommandError
 

@@ -20,7 +20,7 @@ A bad chain (``total`` None) bypasses the USED hook: a hostile entry needs a req
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from . import regs
 from .inject import Injector

@@ -71,7 +71,8 @@ import contextlib
 import logging
 import operator
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from . import regs
 from .bar2 import U32_MASK, Bar2, fence
@@ -347,7 +348,7 @@ class FifoDevice:
         if now != self._last_state:
             self._last_state = now
             self.emit("STATE_CHANGE", dict(zip(("state", "ready", "stalled", "need_reset"),
-                                               now)))
+                                               now, strict=True)))
 
     # ---- CONTROL and resets ----
 

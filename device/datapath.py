@@ -18,7 +18,7 @@ already started finishes whole (at most FIFO_DEPTH more).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .fifo import ByteFifo
 from .inject import flipped

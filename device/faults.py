@@ -38,8 +38,9 @@ from __future__ import annotations
 import enum
 import itertools
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from .commands import Arg
 from .errors import CommandError, FaultError
@@ -56,7 +57,7 @@ class Hook(enum.Enum):
     VECTOR = "vector"
 
 
-class Kind(str, enum.Enum):
+class Kind(str, enum.Enum):  # noqa: UP042 (StrEnum would change str() of a Kind)
     DMA_ERROR = "dma-error"
     LOST_IRQ = "lost-irq"
     SPURIOUS_IRQ = "spurious-irq"

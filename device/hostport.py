@@ -19,7 +19,8 @@ the ``host_*`` methods of :class:`~device.core.FifoDevice`), never by the guest.
 
 from __future__ import annotations
 
-from typing import Callable, ContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from .datapath import DataPath
 from .fifo import ByteFifo
@@ -33,7 +34,7 @@ class HostPort:
     ``stalled()``.  ``bytes_in``/``bytes_out`` count host bytes since power-on."""
 
     def __init__(self, tx_fifo: ByteFifo, rx_fifo: ByteFifo, data: DataPath, *,
-                 step: Callable[[], ContextManager[None]], pump: Callable[[], object],
+                 step: Callable[[], AbstractContextManager[None]], pump: Callable[[], object],
                  ready: Callable[[], bool], stalled: Callable[[], bool]) -> None:
         self._tx_fifo = tx_fifo
         self._rx_fifo = rx_fifo

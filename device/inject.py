@@ -23,8 +23,9 @@ the payload enters the FIFO (:func:`flipped`), RX bits once the data is in guest
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import regs
 from .faults import Fault, FaultSet, Hook, Kind

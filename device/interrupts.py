@@ -23,7 +23,7 @@ on the way.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from . import regs
 from .bar2 import Bar2

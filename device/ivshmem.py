@@ -36,8 +36,8 @@ import os
 import socket
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import SocketInUseError, TransportError
 from .listener import Acceptor

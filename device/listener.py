@@ -21,7 +21,7 @@ import errno
 import logging
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .ratelimit import LogLimiter
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import regs
 from .commands import ERR_DEVICE_NOT_FOUND, Arg, CommandTable

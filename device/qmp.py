@@ -63,7 +63,8 @@ import math
 import os
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import regs
 from .commands import ERR_GENERIC, ERR_NOT_FOUND, CommandTable
@@ -335,7 +336,7 @@ def _show(b: int) -> str:
 class QmpSession:
     """One client connection: greeting, negotiation, commands, events."""
 
-    def __init__(self, server: "QmpServer", reader: asyncio.StreamReader,
+    def __init__(self, server: QmpServer, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter, number: int) -> None:
         self.server = server
         self.number = number

@@ -23,7 +23,8 @@ import logging
 import os
 import sys
 import time
-from typing import Callable, Iterator, TextIO
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from . import regs
 from .core import FifoDevice

@@ -53,7 +53,7 @@ import logging
 import os
 import select
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 from .core import FifoDevice
 from .errors import FaultError, TransportError

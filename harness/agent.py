@@ -16,7 +16,8 @@ import dataclasses
 import os
 import shlex
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from qemu.qmp import QMPClient
 
@@ -38,7 +39,7 @@ class ExecResult:
     stderr: str
     seconds: float
 
-    def check(self) -> "ExecResult":
+    def check(self) -> ExecResult:
         if self.returncode != 0:
             raise LabError(f"guest command failed (exit {self.returncode}): {self.cmd}\n"
                            f"--- stdout\n{self.stdout}--- stderr\n{self.stderr}")
@@ -65,7 +66,7 @@ class GuestAgent:
         guest has booted; replies to earlier, timed-out syncs are told apart by token)."""
         try:
             got = await asyncio.wait_for(self.client.execute("guest-sync", {"id": token}), within)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return got == token
 
@@ -76,14 +77,14 @@ class GuestAgent:
         job = await self.start(cmd, input)
         return await self.wait(job, timeout)
 
-    async def start(self, cmd: str, input: bytes | None) -> "GuestJob":
+    async def start(self, cmd: str, input: bytes | None) -> GuestJob:
         args: dict[str, Any] = {"path": "/bin/sh", "arg": ["-c", cmd], "capture-output": True}
         if input is not None:
             args["input-data"] = base64.b64encode(input).decode()
         pid = (await self.client.execute("guest-exec", args))["pid"]
         return GuestJob(cmd, pid, time.monotonic())
 
-    async def wait(self, job: "GuestJob", timeout: float) -> ExecResult:
+    async def wait(self, job: GuestJob, timeout: float) -> ExecResult:
         delay = 0.005
         while True:
             st = await self.status(job)

@@ -69,7 +69,7 @@ class Plan:
     stream_paths: tuple[tuple[str, int], ...] = STREAM_PATHS
 
     @classmethod
-    def quick(cls) -> "Plan":
+    def quick(cls) -> Plan:
         return cls(reps=1, seconds=0.2, block_sizes=(4096, 1 << 20), qds=(1, 32),
                    notify_count=20, boot_reps=1,
                    stream_paths=(("libaio", 8), ("io_uring", 32)))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-from typing import TYPE_CHECKING, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:                        # pragma: no cover
     from .lab import Lab
@@ -76,7 +77,7 @@ def parse_counters(text: str) -> dict[str, int]:
 class GuestDriver:
     """The driver in one lab's guest."""
 
-    def __init__(self, lab: "Lab"):
+    def __init__(self, lab: Lab):
         self.lab = lab
 
     def reload(self, params: Mapping[str, object] | str = "",

@@ -33,7 +33,7 @@ class HostWire:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> "HostWire":
+    def __enter__(self) -> HostWire:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -103,7 +103,7 @@ class Lab:
 
     # ------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         try:
             self.start()
         except BaseException:
@@ -114,7 +114,7 @@ class Lab:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def start(self) -> "Lab":
+    def start(self) -> Lab:
         self._pre_launch()
         self._launch()
         self._post_launch()
@@ -187,7 +187,7 @@ class Lab:
             raise KernelLogError([Report("kmemleak", res.stdout.splitlines()[:60])])
 
     @classmethod
-    def attach(cls, state: dict) -> "Lab":
+    def attach(cls, state: dict) -> Lab:
         """Use a lab that `fifolab up` started (see harness.uplab): connect to its QMP and
         guest agent; close() then only disconnects.  One client at a time."""
         lab = cls(LabConfig(**state["config"]))
@@ -406,26 +406,26 @@ class Lab:
     def _bounded(self, coro, timeout: float, what: str):
         try:
             return self._run(coro, timeout + self.AGENT_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.kmsg.check()           # a kernel report is the better error
             raise GuestTimeout(f"the guest agent stopped answering ({timeout:.0f} s + "
                                f"{self.AGENT_GRACE:.0f} s): {what}\n--- console (last lines)\n"
                                f"{self.kmsg.tail()}") from None
 
-    def spawn(self, cmd: str | list[str], input: bytes | None = None) -> "GuestJob":
+    def spawn(self, cmd: str | list[str], input: bytes | None = None) -> GuestJob:
         """Start a guest command in the background; `wait()` collects it."""
         text = cmd if isinstance(cmd, str) else shlex.join(cmd)
         self.check_alive()
         return self._run(self.agent.start(text, input))
 
-    def wait(self, job: "GuestJob", timeout: float = 120.0, check_log: bool = True) -> ExecResult:
+    def wait(self, job: GuestJob, timeout: float = 120.0, check_log: bool = True) -> ExecResult:
         result = self._bounded(self.agent.wait(job, timeout), timeout, job.cmd)
         if check_log:
             self.kmsg.check()
         return result
 
     def wait_for_guest_file(self, path: str, timeout: float = 60.0,
-                            job: "GuestJob | None" = None) -> None:
+                            job: GuestJob | None = None) -> None:
         """Wait until `path` exists in the guest (a program's "I am armed" signal)."""
         deadline = time.monotonic() + timeout
         while self.exec(f"test -e {shlex.quote(path)}", check_log=False).returncode != 0:
@@ -449,7 +449,7 @@ class Lab:
         """The model's ivshmem socket of `device` (QEMU's chardev connects to it)."""
         return self.run_dir / f"model{device}.sock"
 
-    def wire(self, device: int) -> "HostWire":
+    def wire(self, device: int) -> HostWire:
         """A connection to a wired device's host socket (LabConfig.wired)."""
         if device not in self.cfg.wired:
             raise LabError(f"device {device} is not wired to the host: "
@@ -495,7 +495,7 @@ class Lab:
         Events since the monitor was first used are kept, so arm first, then wait."""
         try:
             return self._run(self._monitor().wait_event(name, match), timeout=timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise GuestTimeout(f"no {name} event {match or ''} from the device model within "
                                f"{timeout:.0f} s{self._model_log_tail()}") from None
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:                        # pragma: no cover
     from .lab import LabConfig
 
 
-def model_command(cfg: "LabConfig", run_dir: Path, ram: Path, sockets: list[Path]) -> list[str]:
+def model_command(cfg: LabConfig, run_dir: Path, ram: Path, sockets: list[Path]) -> list[str]:
     """The model's command line: device N listens on ``sockets[N]``, a wired one also on
     ``run_dir/wireN.sock``; the log and monitor live in ``run_dir``."""
     cmd = [sys.executable, "-m", "device", "--ram-path", str(ram),

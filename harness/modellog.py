@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
-from .kmsg import LogWatcher, Report
 from .errors import LabError
+from .kmsg import LogWatcher, Report
 
 TROUBLE = re.compile(r"Traceback \(most recent call last\)|\b(ERROR|CRITICAL): ")
 TRACE_LINES = 40

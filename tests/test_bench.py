@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from cli_run import run_harness
 from device import perf
 from harness import bench
-from cli_run import run_harness
 from test_harness_vm import leftovers, run_tag  # noqa: F401 (a fixture)
 
 
@@ -77,7 +77,7 @@ def test_bench_quick_measures_every_path(tmp_path, kernel, run_tag):  # noqa: F8
             for bs in plan.block_sizes}
     got = {(r["path"], r["qd"], r["bs"]): r for r in recs if r["kind"] == "io"}
     assert set(got) == want
-    for (path, qd, bs), r in got.items():
+    for (_path, _qd, bs), r in got.items():
         assert r["bytes"] > 0 and r["bytes"] % bs == 0, r
         assert r["ops_per_s"] == pytest.approx(r["bytes"] / bs / r["seconds"], rel=0.01), r
         assert r["mb_per_s"] == pytest.approx(r["bytes"] / r["seconds"] / 1e6, rel=0.01), r

@@ -3,6 +3,7 @@ clear errors without tracebacks."""
 
 from __future__ import annotations
 
+import argparse
 import mmap
 import os
 import select
@@ -50,7 +51,7 @@ def test_ready_serve_and_sigterm(tmp_path, ram_file):
                "--ram-size", "64M", "--fifo-depth", "8K") as proc:
         assert wait_ready(proc) == "READY\n"
         assert all(os.path.exists(s) for s in socks)
-        for i, path in enumerate(socks):
+        for path in socks:
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(5)
                 s.connect(path)
@@ -117,5 +118,5 @@ def test_parse_size(text, value):
 
 @pytest.mark.parametrize("text", ["", "12Q", "-1", "0", "M"])
 def test_parse_size_rejects(text):
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         parse_size(text)

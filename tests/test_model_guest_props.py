@@ -65,8 +65,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from device import core, regs
 from device.core import FifoDevice
@@ -449,7 +448,7 @@ class GuestInterface(RuleBasedStateMachine):
         g = self.g
         assert g.mem.bad == [], f"DMA outside RAM (gpa, len, view len): {g.mem.bad}"
         assert g.ram[g.ram_size:] == CANARY, "the device wrote past the end of guest RAM"
-        for (a, b), was in zip(DRIVER_OWNED, driver_bytes):
+        for (a, b), was in zip(DRIVER_OWNED, driver_bytes, strict=True):
             assert g.bar2[a:b] == was, f"the device wrote BAR2 {a:#x}..{b:#x} (driver's)"
         for a, b in UNUSED:
             assert g.bar2.count(0, a, b) == b - a, f"the device wrote BAR2 {a:#x}..{b:#x}"

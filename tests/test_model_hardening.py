@@ -22,7 +22,7 @@ from conftest import MODEL_RAM
 from device import regs
 from device.faults import MAX_COUNT, MAX_SEED
 from device.monitor import MAX_ID, MAX_NOW
-from device.qmp import MAX_SESSIONS, JsonSplitter, FramingError, package
+from device.qmp import MAX_SESSIONS, FramingError, JsonSplitter, package
 from device.ratelimit import LogLimiter
 from model_driver import RemoteDriver
 from test_model_cli import model, wait_ready

@@ -124,7 +124,7 @@ def test_protocol_sequence_doorbell_and_vectors(tmp_path):
                     # ring on each of our vectors: each is a doorbell
                     for v, fd in enumerate(hs["peer0"]):
                         os.eventfd_write(fd, 1)
-                        await until(lambda: r64(bar2, regs.REG_STAT_DOORBELLS) == v + 1)
+                        await until(lambda v=v: r64(bar2, regs.REG_STAT_DOORBELLS) == v + 1)
                     # raise_vector reaches exactly the client's eventfd v
                     for v in range(N):
                         srv.raise_vector(v)

@@ -87,7 +87,7 @@ class Raw:
         self.r, self.w = reader, writer
 
     @classmethod
-    async def open(cls, path: str, negotiate: bool = True) -> "Raw":
+    async def open(cls, path: str, negotiate: bool = True) -> Raw:
         raw = cls(*await asyncio.open_unix_connection(path))
         greeting = await raw.recv()
         assert "QMP" in greeting

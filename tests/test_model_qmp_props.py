@@ -10,12 +10,11 @@ import asyncio
 import json
 import logging
 import threading
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from types import SimpleNamespace
 
 from device.monitor import Monitor
 from device.qmp import QmpServer
@@ -132,7 +131,7 @@ def test_random_commands_get_json_replies(lab, commands):
     replies = lab.call(session(lab.path, payloads))
     answered = replies[:len(payloads)]
     assert len(answered) == len(payloads)
-    for (_, _, cid), reply in zip(commands, answered):
+    for (_, _, cid), reply in zip(commands, answered, strict=True):
         assert reply["id"] == cid
     lab.call(_clear(lab))
 

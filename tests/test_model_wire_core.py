@@ -140,7 +140,7 @@ def test_guest_tx_comes_out_to_the_host_in_order():
     chunks = [bytes([i]) * (100 + i) for i in range(20)]
     heads = [d.tx(c, seg=64) for c in chunks]
     total = sum(map(len, chunks))
-    assert d.used(TX) == [Used(h, len(c), OK) for h, c in zip(heads, chunks)]
+    assert d.used(TX) == [Used(h, len(c), OK) for h, c in zip(heads, chunks, strict=True)]
     assert d.r32(regs.REG_TX_SPACE) == DEPTH - total and d.r32(regs.REG_RX_LEVEL) == 0
     assert d.dev.host_tx_pending() == total
     d.vectors.clear()

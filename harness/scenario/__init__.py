@@ -45,13 +45,30 @@ one gets a fresh lab; ``own: true`` (file) or ``isolate: true`` (scenario) asks 
 from the start.
 """
 
-from .judge import (Result, Verdict, compare, cross_check, event_matches, implied_expect,
-                    judge_step, parse_outcome)
+from .cli import add_command, cmd_scenario, table
+from .judge import (
+    Result,
+    Verdict,
+    compare,
+    cross_check,
+    event_matches,
+    implied_expect,
+    judge_step,
+    parse_outcome,
+)
 from .runner import Runner
 from .schema import ScenarioError
-from .spec import (CLASSES, FAULTS, PATHS, STEP_ACTIONS, LabSpec, Scenario, json_schema,
-                   load_files, load_text)
-from .cli import add_command, cmd_scenario, table
+from .spec import (
+    CLASSES,
+    FAULTS,
+    PATHS,
+    STEP_ACTIONS,
+    LabSpec,
+    Scenario,
+    json_schema,
+    load_files,
+    load_text,
+)
 
 __all__ = ["CLASSES", "FAULTS", "PATHS", "STEP_ACTIONS", "LabSpec", "Result", "Runner",
            "Scenario", "ScenarioError", "Verdict", "add_command", "cmd_scenario", "compare",

@@ -20,9 +20,10 @@ def table(results: list[Result], width: int = 44) -> str:
              cut(r.got), "pass" if r.ok else "FAIL", f"{r.seconds:5.2f}s") for r in results]
     head = ("scenario", "path", "fault", "expected", "got", "result", "time")
     widths = [max(len(x[i]) for x in rows + [head]) for i in range(len(head))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(),
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in rows]
     return "\n".join(lines)
 
 

@@ -7,11 +7,11 @@ allow, and for each scenario reloads the driver, runs the steps (``steps.py``), 
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from ..agent import GuestJob
 from ..driver import loop_when_running_sh
 from ..kmsg import KernelLogError
-from ..agent import GuestJob
 from ..lab import Lab, LabError
 from .judge import Result, Verdict, cross_check, judge_counters, judge_events
 from .spec import LabSpec, Scenario

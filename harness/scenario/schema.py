@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import string
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import yaml
 

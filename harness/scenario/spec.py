@@ -16,8 +16,7 @@ import yaml
 
 from device.monitor import Monitor
 from ..lab import LabConfig
-from .schema import (Any_, Dict, Field, Record, Scalar, ScenarioError, Schema, Seq, _Ctx,
-                     export)
+from .schema import Any_, Dict, Field, Record, Scalar, ScenarioError, Schema, Seq, _Ctx, export
 
 PATHS = ("sync", "nonblock", "poll", "sigio", "posix-aio", "libaio", "io_uring")
 CLASSES = ("none", "dma-error", "lost-irq", "spurious-irq", "stall", "slow", "corrupt",
@@ -335,7 +334,7 @@ def _expand(sc: dict, lab: LabSpec, file: str) -> list[Scenario]:
     wired = lab.wired[0] if lab.wired else None
     out = []
     for combo in itertools.product(*axes.values()) if axes else [()]:
-        vars_ = dict(zip(axes, combo))
+        vars_ = dict(zip(axes, combo, strict=True))
         env = {"path": vars_.get("path", "-"), "dev": f"/dev/fifolab{device}", "n": device,
                "wdev": f"/dev/fifolab{wired}" if wired is not None else "/dev/null",
                "depth": lab.fifo_depth, **vars_}

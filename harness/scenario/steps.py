@@ -12,10 +12,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from typing import Callable
+from collections.abc import Callable
 
-from ..checks import pattern
 from ..agent import GuestJob
+from ..checks import pattern
 from ..hostwire import HostWire
 from ..lab import Lab, LabError
 from ..machine import device_ids, ivshmem_chardev, ivshmem_device
