@@ -137,8 +137,8 @@ class FifoDevice:
         self.emit = emit or (lambda name, data: None)
         # The parts (module docstring); what they need of the device is handed to them here,
         # clock and emit through lambdas: tests replace them after construction.
-        self._queues = tuple(Queue(q, self._bar2, mem, self.log)
-                             for q in (regs.QUEUE_TX, regs.QUEUE_RX))
+        self._queues = (Queue(regs.QUEUE_TX, self._bar2, mem, self.log),
+                        Queue(regs.QUEUE_RX, self._bar2, mem, self.log))
         self._inject = Injector(faults if faults is not None else FaultSet(), Effects(
             clock=lambda: self.clock(), emit=lambda name, data: self.emit(name, data),
             reset=lambda: self._reset("device"), spurious=self.send_spurious,
@@ -401,6 +401,7 @@ class FifoDevice:
             try:
                 r = queue.pop_chain(self._budget)
             except RingError as err:
+                assert err.head is not None     # pop_chain sets the request's head
                 self._fail(queue, err.head, err)
                 continue
             if not self._inject.fetched(r):     # else a fault completed it

@@ -119,6 +119,7 @@ class Injector:
     def corrupt_rx(self, r: Request) -> None:
         """Flip the bits of ``r``'s corrupt fault in the data it wrote to guest memory."""
         f, r.corrupt = r.corrupt, None
+        assert f is not None                    # called for a request with a corrupt fault
         bits = _pick_bits(f, r.moved)
         off = 0
         for seg in r.segs:

@@ -221,6 +221,7 @@ class IvshmemServer:
             return
         sock.setblocking(False)
         self._client = client
+        assert self._loop is not None           # accepting: started
         self._loop.add_reader(sock.fileno(), self._on_client_readable)
         self.log.info("peer %d connected", client.peer_id)
 

@@ -107,6 +107,7 @@ class Acceptor:
         else:
             self._backoff = min(2 * self._backoff, BACKOFF_MAX)
         self._watch(False)
+        assert self._loop is not None           # accepting: started, not stopped
         self._retry = self._loop.call_later(self._backoff, self._resume)
 
     def _resume(self) -> None:

@@ -562,7 +562,9 @@ class QmpServer:
             return
         self._count += 1
         session = QmpSession(self, reader, writer, self._count)
-        self._sessions[session] = asyncio.current_task()
+        task = asyncio.current_task()
+        assert task is not None                 # a coroutine runs in its task
+        self._sessions[session] = task
         try:
             await session.run()
         except Exception:               # a bug in a session must not end the others

@@ -196,6 +196,7 @@ class HostWire:
         if self._update_soon or self.state is not State.LISTENING:
             return
         self._update_soon = True
+        assert self._loop is not None           # listening: started
         self._loop.call_soon(self._update)
 
     def _update(self) -> None:
@@ -383,6 +384,7 @@ class HostWire:
         if on == self._reading or sock is None:
             return
         self._reading = on
+        assert self._loop is not None           # a socket to watch: started
         if on:
             self._loop.add_reader(sock.fileno(), self._on_readable)
         elif not self._loop.is_closed():
@@ -393,6 +395,7 @@ class HostWire:
         if on == self._writing or sock is None:
             return
         self._writing = on
+        assert self._loop is not None           # a socket to watch: started
         if on:
             self._loop.add_writer(sock.fileno(), self._on_writable)
         elif not self._loop.is_closed():

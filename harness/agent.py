@@ -61,17 +61,22 @@ class GuestAgent:
         self.client.negotiate = False
         return self.client
 
+    async def _execute(self, cmd: str, args: dict[str, Any] | None = None) -> Any:
+        """One command to the agent; its reply is whatever JSON the command returns."""
+        assert self.client is not None, "the guest agent is not connected"
+        return await self.client.execute(cmd, args)
+
     async def sync(self, token: int, within: float) -> bool:
         """Whether the agent echoes ``token`` within ``within`` seconds (it answers once the
         guest has booted; replies to earlier, timed-out syncs are told apart by token)."""
         try:
-            got = await asyncio.wait_for(self.client.execute("guest-sync", {"id": token}), within)
+            got = await asyncio.wait_for(self._execute("guest-sync", {"id": token}), within)
         except TimeoutError:
             return False
         return got == token
 
     async def status(self, job: GuestJob) -> dict[str, Any]:
-        return await self.client.execute("guest-exec-status", {"pid": job.pid})
+        return await self._execute("guest-exec-status", {"pid": job.pid})
 
     async def exec(self, cmd: str, timeout: float, input: bytes | None) -> ExecResult:
         job = await self.start(cmd, input)
@@ -81,7 +86,7 @@ class GuestAgent:
         args: dict[str, Any] = {"path": "/bin/sh", "arg": ["-c", cmd], "capture-output": True}
         if input is not None:
             args["input-data"] = base64.b64encode(input).decode()
-        pid = (await self.client.execute("guest-exec", args))["pid"]
+        pid = (await self._execute("guest-exec", args))["pid"]
         return GuestJob(cmd, pid, time.monotonic())
 
     async def wait(self, job: GuestJob, timeout: float) -> ExecResult:
@@ -93,7 +98,7 @@ class GuestAgent:
             self._alive()
             if time.monotonic() - job.started > timeout:
                 with contextlib.suppress(Exception):
-                    await self.client.execute("guest-exec", {
+                    await self._execute("guest-exec", {
                         "path": "/bin/kill", "arg": ["-9", str(job.pid)]})
                 raise GuestTimeout(f"guest command did not finish in {timeout:.0f} s: "
                                    f"{job.cmd}\n--- console (last lines)\n{self._console()}")
@@ -110,12 +115,12 @@ class GuestAgent:
         d = os.path.dirname(guest)
         if d:
             await self.exec(f"mkdir -p {shlex.quote(d)}", 30, None)
-        handle = await self.client.execute("guest-file-open", {"path": guest, "mode": "w"})
+        handle = await self._execute("guest-file-open", {"path": guest, "mode": "w"})
         try:
             chunk = 1 << 20
             for off in range(0, len(data), chunk):
-                await self.client.execute("guest-file-write", {
+                await self._execute("guest-file-write", {
                     "handle": handle,
                     "buf-b64": base64.b64encode(data[off:off + chunk]).decode()})
         finally:
-            await self.client.execute("guest-file-close", {"handle": handle})
+            await self._execute("guest-file-close", {"handle": handle})

@@ -107,6 +107,7 @@ def _time_to_mark(lab: Lab, mark: bytes, timeout: float = 120.0) -> float:
     """Start `lab`'s model and QEMU; seconds from QEMU's start until `mark` is on the console."""
     lab._pre_launch()
     lab._launch()
+    assert lab.run_dir is not None and lab.kmsg is not None
     console = lab.run_dir / "console.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -121,7 +122,8 @@ def _time_to_mark(lab: Lab, mark: bytes, timeout: float = 120.0) -> float:
 
 def boot_times(cfg: LabConfig, image: images.Image, reps: int, say) -> dict:
     floor_image = dataclasses.replace(image, initrd=images.build_floor_initramfs())
-    ready, floor = [], []
+    ready: list[float] = []
+    floor: list[float] = []
     for i in range(reps):
         for times, img, mark in ((floor, floor_image, FLOOR_MARK), (ready, image, READY_MARK)):
             lab = Lab(cfg, img)
@@ -265,21 +267,22 @@ def goals(recs: list[dict]) -> list[dict]:
                     f"{ceil['model_copy_mb_per_s']:.0f} MB/s"
          if best and ceil else "not measured")
     sig, epo = _find(recs, kind="notify", mode="sigio"), _find(recs, kind="notify", mode="epoll")
-    goal("SIGIO p50 vs epoll p50", ratio(sig and sig["p50_us"], epo and epo["p50_us"]), 1.5,
+    goal("SIGIO p50 vs epoll p50", ratio(sig["p50_us"] if sig else None,
+                                      epo["p50_us"] if epo else None), 1.5,
          "<=", f"SIGIO {sig and round(sig['p50_us'])} us, epoll "
                f"{epo and round(epo['p50_us'])} us (round trips)")
     boot = _find(recs, kind="boot")
-    goal("boot-to-ready vs trivial-initramfs floor", boot and boot["ratio"], 1.3, "<=",
+    goal("boot-to-ready vs trivial-initramfs floor", boot["ratio"] if boot else None, 1.3, "<=",
          f"ready {boot['ready_s']:.2f} s, floor {boot['floor_s']:.2f} s" if boot
          else "not measured")
     for path in ("libaio", "io_uring"):
         r = _find(recs, kind="io", path=path, qd=32, bs=4096)
-        goal(f"{path} QD32 4K interrupts per request", r and r["irqs_per_req"], 0.25, "<",
+        goal(f"{path} QD32 4K interrupts per request", r["irqs_per_req"] if r else None, 0.25, "<",
              f"{r['irqs']:.0f} interrupts for {r['requests']:.0f} requests" if r
              else "not measured")
     c1 = _find(recs, kind="coalescing", qd=1)
     goal("QD1 4K p50 with interrupt coalescing vs without (no added latency)",
-         ratio(c1 and c1["p50_us_on"], c1 and c1["p50_us_off"]), 1.1, "<=",
+         ratio(c1["p50_us_on"] if c1 else None, c1["p50_us_off"] if c1 else None), 1.1, "<=",
          f"libaio QD1 p50 {c1['p50_us_on']:.0f} us on, {c1['p50_us_off']:.0f} us off"
          if c1 else "not measured")
     return out

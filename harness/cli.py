@@ -21,7 +21,7 @@ from qemu.qmp import QMPError
 
 from images import build as images
 from . import bench, hostile, mutants, reload, scenario, soak, terminal, uplab
-from .checks import CHECKS, WIRED, Outcome, lab_config, run_check
+from .checks import CHECKS, WIRED, Check, Outcome, lab_config, run_check
 from .kmsg import KernelLogError
 from .lab import Lab, LabConfig, LabError
 
@@ -63,7 +63,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     with open_lab(args, cfg, image) as lab:
         print(f"booted: {lab.boot_seconds:.2f} s to ready (QEMU start to guest agent "
               f"answering, driver loaded){' [strict mode]' if lab.strict else ''}", flush=True)
-        todo = []
+        todo: list[tuple[str, str, Check | None]] = []     # None: the kmemleak scan
         for check in CHECKS:
             if args.filter and args.filter not in check.name and args.filter != check.path:
                 continue
@@ -74,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             todo.append((check.name, check.path, check))
         if lab.strict:
             todo.append(("kmemleak scan: no leaks", "driver", None))
-        for i, (name, path, check) in enumerate(todo):
+        for i, (name, path, todo_check) in enumerate(todo):
             stop = "" if not i else ("the lab is gone" if not lab_usable(lab) else
                                      "--fail-fast" if args.fail_fast and not rows[-1][2].ok
                                      else "")
@@ -84,7 +84,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                     record(name, path, Outcome(False, 0.0, f"not run: {stop}"))
                 not_run = len(todo) - i
                 break
-            record(name, path, run_check(lab, check, args.timeout) if check
+            record(name, path, run_check(lab, todo_check, args.timeout) if todo_check
                    else leak_scan(lab))
         boot = lab.boot_seconds
     width = max(len(r[0]) for r in rows)
@@ -176,6 +176,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     print("fifolab shell: booting; leave with `poweroff -f` or Ctrl-a x", file=sys.stderr)
     with Lab(_config(args, shell=True)) as lab:
         status = lab.wait_exit()
+        assert lab.kmsg is not None
         lab.kmsg.check()            # a BUG or WARNING during the session fails it too
         return status
 

@@ -80,7 +80,7 @@ def _schedstat(pid: int) -> tuple[float, float]:
 
 def _proc_status(pid: int) -> dict[str, int]:
     """VmRSS, VmHWM, RssAnon, RssShmem of ``pid`` in bytes; {} if it is gone."""
-    out = {}
+    out: dict[str, int] = {}
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -384,6 +384,7 @@ def _after_check(lab: Lab, problems: list[str], kernel_reports: list[str]) -> tu
     if "not bound after the run" in chk.stdout:
         problems.append("the driver was not bound again after the run (the harness reloaded it)")
         ok = False
+    assert lab.kmsg is not None
     found = lab.kmsg.poll()
     if found:
         kernel_reports += [str(r) for r in found]

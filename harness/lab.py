@@ -85,8 +85,9 @@ class Lab:
         self.image = image
         self.run_dir: Path | None = None
         self.ram_path: Path | None = None
-        self.model: subprocess.Popen | None = None
-        self.qemu: subprocess.Popen | None = None
+        # PidProcess: a lab that `fifolab up` started, used through attach()
+        self.model: subprocess.Popen | PidProcess | None = None
+        self.qemu: subprocess.Popen | PidProcess | None = None
         self.boot_seconds: float | None = None
         self.kmsg: KernelLogWatcher | None = None
         self.model_log: ModelLogWatcher | None = None
@@ -166,6 +167,7 @@ class Lab:
         self._run(self._connect_qga())
         self.boot_seconds = time.monotonic() - self._t_launch
         self.check_alive()
+        assert self.kmsg is not None
         self.kmsg.check()
         if self.strict and not self.cfg.shell:
             # Leaks are judged from here on: forget what boot left behind.
@@ -238,6 +240,7 @@ class Lab:
         for proc in (self.qemu, self.model):
             if proc is None or proc.poll() is not None:
                 continue
+            assert isinstance(proc, subprocess.Popen)   # an attached lab returned above
             proc.terminate()
             try:
                 proc.wait(5)
@@ -273,6 +276,7 @@ class Lab:
                            f"{self.kmsg.tail() if self.kmsg else ''}") from err
 
     async def _connect_qmp(self) -> None:
+        assert self.run_dir is not None
         sock = self.run_dir / "qmp.sock"
         deadline = time.monotonic() + 30
         while not sock.exists():
@@ -300,6 +304,7 @@ class Lab:
             await asyncio.sleep(0.05)
 
     async def _connect_qga(self) -> None:
+        assert self.run_dir is not None and self.kmsg is not None
         await self._connect(self.agent.new_client(), self.run_dir / "qga.sock")
         # A KVM guest hangs in early boot on some hosts: give it seconds, not minutes.
         boot_timeout = min(self.cfg.boot_timeout, 20.0) if self.cfg.accel == "kvm" \
@@ -327,7 +332,8 @@ class Lab:
         """QEMU's run state and each vCPU's instruction pointer: a guest stuck in firmware
         (below 1 MiB), in the kernel (0xffff...) or halted, for a boot that never ends."""
         try:
-            state = await asyncio.wait_for(self._qmp.execute("query-status"), 5)
+            assert self._qmp is not None
+            state: Any = await asyncio.wait_for(self._qmp.execute("query-status"), 5)
             regs = await asyncio.wait_for(self._qmp.execute(
                 "human-monitor-command", {"command-line": "info registers -a"}), 5)
         except Exception as err:                    # noqa: BLE001 - a diagnosis only
@@ -352,6 +358,7 @@ class Lab:
                     await asyncio.wait_for(self._qmp.execute("quit"), 2)
             await self._qmp.disconnect()
         if self.qemu is not None:
+            assert isinstance(self.qemu, subprocess.Popen)  # an attached lab only drops clients
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.qemu.wait(3)
 
@@ -364,6 +371,8 @@ class Lab:
         return self.kmsg.tail() if self.kmsg else ""
 
     def _qemu_log(self) -> str:
+        if self.run_dir is None:
+            return ""
         try:
             text = (self.run_dir / "qemu.log").read_text(errors="replace")
         except (OSError, TypeError):
@@ -395,6 +404,7 @@ class Lab:
         self.check_alive()
         result = self._bounded(self.agent.exec(text, timeout, input), timeout, text)
         if check_log:
+            assert self.kmsg is not None
             self.kmsg.check()
         return result
 
@@ -407,6 +417,7 @@ class Lab:
         try:
             return self._run(coro, timeout + self.AGENT_GRACE)
         except TimeoutError:
+            assert self.kmsg is not None
             self.kmsg.check()           # a kernel report is the better error
             raise GuestTimeout(f"the guest agent stopped answering ({timeout:.0f} s + "
                                f"{self.AGENT_GRACE:.0f} s): {what}\n--- console (last lines)\n"
@@ -421,6 +432,7 @@ class Lab:
     def wait(self, job: GuestJob, timeout: float = 120.0, check_log: bool = True) -> ExecResult:
         result = self._bounded(self.agent.wait(job, timeout), timeout, job.cmd)
         if check_log:
+            assert self.kmsg is not None
             self.kmsg.check()
         return result
 
@@ -447,6 +459,7 @@ class Lab:
 
     def model_socket(self, device: int) -> Path:
         """The model's ivshmem socket of `device` (QEMU's chardev connects to it)."""
+        assert self.run_dir is not None
         return self.run_dir / f"model{device}.sock"
 
     def wire(self, device: int) -> HostWire:
@@ -454,6 +467,7 @@ class Lab:
         if device not in self.cfg.wired:
             raise LabError(f"device {device} is not wired to the host: "
                            f"start the lab with LabConfig(wired=({device},))")
+        assert self.run_dir is not None
         return HostWire(self.run_dir / f"wire{device}.sock")
 
     def put(self, host: str | Path, guest: str | None = None) -> str:
@@ -471,6 +485,7 @@ class Lab:
 
     def qmp(self, cmd: str, args: dict | None = None) -> Any:
         """Execute a command on QEMU's QMP monitor."""
+        assert self._qmp is not None
         return self._run(self._qmp.execute(cmd, args))
 
     # ------------------------------------------------------------ the device model's monitor
@@ -482,6 +497,7 @@ class Lab:
 
     def _monitor(self) -> ModelMonitor:
         if self.monitor is None:
+            assert self.run_dir is not None
             self.monitor = ModelMonitor(self.run_dir / "model-qmp.sock")
         return self.monitor
 
@@ -515,10 +531,12 @@ class Lab:
         self.qmp("set-action", {"reboot": "reset"})
         try:
             self.qmp("system_reset")
+            assert self.agent.client is not None
             self._run(self.agent.client.disconnect())
             self._run(self._connect_qga_with(timeout))
         finally:
             self.qmp("set-action", {"reboot": "shutdown"})
+        assert self.kmsg is not None
         self.kmsg.check()
         return time.monotonic() - t
 
@@ -529,6 +547,6 @@ class Lab:
 
     def wait_exit(self) -> int:
         """Wait until QEMU exits by itself (the interactive shell); returns its status."""
-        assert self.qemu
+        assert isinstance(self.qemu, subprocess.Popen)
         self._expect_exit = True
         return self.qemu.wait()

@@ -70,6 +70,8 @@ def start_model(cmd: list[str], log_path: Path, timeout: float = 20.0) -> subpro
 
 def log_tail(log_path: Path | None, n: int = 30) -> str:
     """The model log's last ``n`` lines, headed for an error message ("" if there is none)."""
+    if log_path is None:
+        return ""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except (OSError, AttributeError):
@@ -99,7 +101,8 @@ class ModelMonitor:
             await self.execute("query-version")
         while True:
             ev = await self._events.get()
-            data = ev.get("data", {})
+            # ignored: an event's data is a JSON object (qemu.qmp types the value object)
+            data: dict[str, Any] = ev.get("data", {})  # type: ignore[assignment]
             if ev["event"] == name and all(data.get(k) == v for k, v in match.items()):
                 return data
 

@@ -94,10 +94,10 @@ def watch(state: dict, src: Path = images.DRIVER_SRC) -> int:
             if now != last:
                 last = now
                 time.sleep(0.1)         # let the editor finish writing
-                state = uplab.running()
-                if state is None:
+                now_up = uplab.running()
+                if now_up is None:
                     print("the lab is gone; stopping", file=sys.stderr)
                     return 1
-                reload_once(state, src)
+                reload_once(now_up, src)
     except KeyboardInterrupt:
         return 0

@@ -30,6 +30,8 @@ import collections
 import dataclasses
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .driver import loop_when_running_sh, node
 from .kmsg import KernelLogError
@@ -40,7 +42,7 @@ MODPARAMS = "stall_timeout_ms=1500 completion_timeout_ms=250"
 PIPEDIFF_BATCH = 20             # sequences per pipediff run
 
 # (weight, fault command, argument maker); "stall" is armed and resumed by the soak itself.
-MENU: list[tuple[int, str, object]] = [
+MENU: list[tuple[int, str, Callable[[random.Random], dict[str, Any]] | None]] = [
     (4, "dma-error", lambda r: {"queue": r.choice(["tx", "rx", "any"])}),
     (4, "lost-irq", lambda r: {"vector": r.choice([0, 1])}),
     (2, "spurious-irq", lambda r: {"when": r.choice(["now", "doorbell"])}),
@@ -118,6 +120,7 @@ def soak(lab: Lab, seconds: float, seed: int, out=print) -> SoakReport:
             time.sleep(rng.choice([0.2, 0.5, 2.0]))
             lab.model_qmp("fault-resume", {"device": 0})
             continue
+        assert make is not None         # only "stall" has none
         args = {"device": 0, "count": rng.choice([1, 1, 2, 3]),
                 "probability": rng.choice([1.0, 0.5]), "seed": rng.randrange(1 << 30),
                 **make(rng)}

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypeGuard
 
 from .lab import Lab, LabConfig, LabError
 from .machine import PidProcess
@@ -37,8 +38,10 @@ def lab_dir() -> Path:
     return Path(run) / "fifolab-lab" if run else Path(f"/tmp/fifolab-lab-{os.getuid()}")
 
 
-def _alive(pid: int | None) -> bool:
-    return bool(pid) and PidProcess(pid).poll() is None
+def _alive(pid: int | None) -> TypeGuard[int]:
+    if not pid:
+        return False
+    return PidProcess(pid).poll() is None
 
 
 def read_state() -> dict | None:
@@ -137,6 +140,7 @@ def daemon_main(d: Path) -> int:
     signal.signal(signal.SIGINT, on_term)
     with Lab(cfg) as lab:
         lab.release()
+        assert lab.qemu is not None and lab.model is not None and lab.image is not None
         state = {"daemon_pid": os.getpid(), "qemu_pid": lab.qemu.pid,
                  "model_pid": lab.model.pid, "run_dir": str(lab.run_dir),
                  "config": dataclasses.asdict(cfg), "started": time.time(),

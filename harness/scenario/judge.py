@@ -51,7 +51,9 @@ def parse_outcome(stdout: str) -> dict[str, str]:
 def compare(actual: int, spec: Any) -> bool:
     if isinstance(spec, int):
         return actual == spec
-    op, num = COMPARE.match(str(spec)).groups()
+    m = COMPARE.match(str(spec))
+    assert m is not None, spec          # the scenario's schema checked it
+    op, num = m.groups()
     num = int(num)
     return {"==": actual == num, None: actual == num, "!=": actual != num, ">=": actual >= num,
             "<=": actual <= num, ">": actual > num, "<": actual < num}[op]
@@ -182,9 +184,9 @@ def judge_events(exp: dict, events: list[dict]) -> list[Verdict]:
         seen = any(event_matches(e, spec) for e in events)
         v.append(Verdict(f"event {spec['name']}", "seen", "seen" if seen else "not seen", seen))
     for spec in exp.get("no_events", []):
-        seen = [e for e in events if event_matches(e, spec)]
+        hits = [e for e in events if event_matches(e, spec)]
         v.append(Verdict(f"event {spec['name']}", "not seen",
-                         f"seen {len(seen)}x" if seen else "not seen", not seen))
+                         f"seen {len(hits)}x" if hits else "not seen", not hits))
     return v
 
 

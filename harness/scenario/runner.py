@@ -47,14 +47,17 @@ class Runner:
                 lab.close()
                 raise
             self.lab, self.lab_spec, self.broken = lab, sc.lab, False
+            assert lab.boot_seconds is not None     # started, not an interactive shell
             self.boots.append(lab.boot_seconds)
             self.unplugged = set()
             self.out(f"booted a lab ({cfg.devices} devices, wired {list(cfg.wired)}, "
                      f"fifo {cfg.fifo_depth}, kernel {cfg.kernel}) in "
                      f"{lab.boot_seconds:.1f} s")
+        assert self.lab is not None
         return self.lab
 
     def _usable(self) -> bool:
+        assert self.lab is not None
         try:
             self.lab.check_alive()
             return self.lab.exec("true", timeout=15).returncode == 0
@@ -74,7 +77,7 @@ class Runner:
         order = sorted(scenarios, key=lambda s: (s.isolate or s.lab.own,
                                                  [x.lab for x in scenarios].index(s.lab),
                                                  s.unplugs))
-        results = []
+        results: list[Result] = []
         try:
             last_file = None
             for sc in order:
@@ -170,6 +173,7 @@ class Runner:
             _kill(lab, job)
 
     def _integrity(self, lab: Lab, sc: Scenario) -> list[Verdict]:
+        assert lab.kmsg is not None
         lab.kmsg.check()
         if not sc.integrity:
             return []

@@ -275,8 +275,9 @@ def load_text(text: str, file: str) -> list[Scenario]:
         raise ScenarioError(f"{file}:1: (top): the file is empty")
     ctx = _Ctx(file, frozenset(STATIC_VARS + RUNTIME_VARS))
     data = _load_file(node, ctx)
-    lab = LabSpec(**{k: (tuple(v) if k == "wired" else v)
-                     for k, v in data.get("lab", {}).items() if k != "_line"})
+    fields: dict[str, Any] = {k: (tuple(v) if k == "wired" else v)
+                              for k, v in data.get("lab", {}).items() if k != "_line"}
+    lab = LabSpec(**fields)
     if "wired" not in data.get("lab", {}) and lab.devices <= 2:
         lab = dataclasses.replace(lab, wired=())
     out = []

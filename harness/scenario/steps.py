@@ -36,7 +36,7 @@ class Run:
     events: list[dict] = dataclasses.field(default_factory=list)
     verdicts: list[Verdict] = dataclasses.field(default_factory=list)
     detail: list[str] = dataclasses.field(default_factory=list)
-    wires: dict[int, HostWire] = dataclasses.field(default_factory=dict)
+    wires: dict[int | None, HostWire] = dataclasses.field(default_factory=dict)
     go: str = dataclasses.field(default_factory=lambda: f"/tmp/fl-go.{next(_ids)}")   # {go}
 
     def wire(self, dev: int | None) -> HostWire:
@@ -45,7 +45,8 @@ class Run:
         if dev is None:
             dev = self.sc.lab.wired[0] if self.sc.lab.wired else None
         if dev not in self.wires:
-            self.wires[dev] = self.lab.wire(dev)
+            # None (the lab has no wired device): Lab.wire raises its "not wired" LabError
+            self.wires[dev] = self.lab.wire(dev)  # type: ignore[arg-type]
         return self.wires[dev]
 
     def record(self, st: dict, res, where: str) -> None:
