@@ -101,11 +101,17 @@ static u32 fifolab_handle(struct fifolab_dev *fdev, bool from_irq)
 	status = fifolab_rd32(fdev, FIFOLAB_REG_STATUS);
 	if (running && ((causes & FIFOLAB_INT_RESET) ||
 			!(status & FIFOLAB_STS_READY))) {
-		atomic64_inc(&fdev->device_resets);
-		dev_warn_ratelimited(&fdev->dev,
-				     "device reset or stopped itself (status %#x): recovering\n",
-				     status);
-		fifolab_recover(fdev, -EIO, true);
+		/*
+		 * The handler and the watchdog can both see one reset (the
+		 * cause in one, READY clear in the other): the one that
+		 * starts the recovery counts it.
+		 */
+		if (fifolab_recover(fdev, -EIO, true)) {
+			atomic64_inc(&fdev->device_resets);
+			dev_warn_ratelimited(&fdev->dev,
+					     "device reset or stopped itself (status %#x): recovering\n",
+					     status);
+		}
 		return causes;
 	}
 
