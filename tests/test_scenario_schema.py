@@ -93,6 +93,15 @@ def test_wait_for_unknown_background_and_bad_device():
     assert msg.startswith("bad.yaml:3: device: device 7 does not exist"), msg
 
 
+def test_a_wire_step_needs_a_wired_device():
+    inject = GOOD.replace("      - guest: faultio sync write {dev} 4096\n", "      - inject: 100\n")
+    msg = error(inject.replace("lab: {devices: 3, wired: [2]}", "lab: {devices: 2}"))
+    assert msg.startswith("bad.yaml:7: inject: the lab has no wired device"), msg
+    msg = error(inject.replace("      - inject: 100\n", "      - inject: 100\n        device: 1\n"))
+    assert msg.startswith("bad.yaml:7: inject: device 1 is not wired to the host"), msg
+    assert load_text(inject, "good.yaml")
+
+
 def test_yaml_syntax_error_has_a_line():
     msg = error("scenarios:\n  - name: [unclosed\n")
     assert msg.startswith("bad.yaml:3: (syntax):"), msg

@@ -322,6 +322,23 @@ def _check_steps(sc: dict, file: str) -> None:
                                 f"named {st['wait']!r}")
 
 
+def _check_wire_steps(sc: dict, lab: LabSpec, file: str) -> None:
+    """``inject``/``receive`` use the host side of a wired device: the step's ``device``, or
+    the lab's first wired one; the lab must have it."""
+    for st in sc["steps"]:
+        for key in ("inject", "receive"):
+            if key not in st:
+                continue
+            dev = st.get("device", lab.wired[0] if lab.wired else None)
+            if dev is None:
+                raise ScenarioError(f"{file}:{st['_line']}: {key}: the lab has no wired device "
+                                    f"(add `wired: [N]` to the file's `lab`)")
+            if dev not in lab.wired:
+                raise ScenarioError(f"{file}:{st['_line']}: {key}: device {dev} is not wired "
+                                    f"to the host (the lab's wired devices: "
+                                    f"{list(lab.wired)})")
+
+
 def _expand(sc: dict, lab: LabSpec, file: str) -> list[Scenario]:
     device = sc.get("device", 0)
     if device >= lab.devices:
@@ -332,6 +349,7 @@ def _expand(sc: dict, lab: LabSpec, file: str) -> list[Scenario]:
         axes["path"] = sc["paths"]
     axes.update(sc.get("matrix", {}))
     _check_steps(sc, file)
+    _check_wire_steps(sc, lab, file)
     wired = lab.wired[0] if lab.wired else None
     out = []
     for combo in itertools.product(*axes.values()) if axes else [()]:
