@@ -43,10 +43,23 @@ def model_command(cfg: LabConfig, run_dir: Path, ram: Path, sockets: list[Path])
 
 def start_model(cmd: list[str], log_path: Path, timeout: float = 20.0) -> subprocess.Popen:
     """Start the model and wait for its READY; raise (with its output and log) if it exits or
-    is not ready within ``timeout``.  The process dies with the harness."""
+    is not ready within ``timeout``.  The process dies with the harness, and with a start that
+    fails or is interrupted."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, cwd=images.REPO,
                             start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        _wait_ready(proc, log_path, timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+        raise
+    return proc
+
+
+def _wait_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
     assert proc.stdout
     os.set_blocking(proc.stdout.fileno(), False)
     deadline = time.monotonic() + timeout
@@ -56,14 +69,12 @@ def start_model(cmd: list[str], log_path: Path, timeout: float = 20.0) -> subpro
         if chunk:
             buf += chunk
             if b"READY" in buf:
-                return proc
+                return
         if proc.poll() is not None:
             raise LabError(f"the device model exited (status {proc.returncode}) "
                            f"before it was ready:\n{buf.decode(errors='replace')}"
                            f"{log_tail(log_path)}")
         time.sleep(0.02)
-    proc.kill()
-    proc.wait()
     raise LabError(f"the device model was not ready within {timeout:.0f} s:\n"
                    f"{buf.decode(errors='replace')}{log_tail(log_path)}")
 
